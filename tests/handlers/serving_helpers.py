@@ -1,0 +1,112 @@
+"""Builders shared by the serving-handler tests: encoded images of every awkward kind, requests and a mock context.
+
+Imported as a top-level module (pytest prepends this folder to ``sys.path``); named to avoid clashing with other test
+folders' helpers.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from camserve._gen.camserve.v1 import explain_pb2
+from PIL import Image
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **save_args: Any) -> bytes:
+    """The bytes of ``img`` saved as ``fmt``."""
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save_args)
+    return buf.getvalue()
+
+
+def gradient_rgb(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A deterministic RGB image with structure (so resampling and crops are visible in tests)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 255 // max(1, width - 1), yy * 255 // max(1, height - 1), (xx + yy) % 256], axis=-1)
+    noise = rng.integers(0, 30, size=base.shape)
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+def png_bytes(width: int = 64, height: int = 64, seed: int = 0) -> bytes:
+    """An RGB PNG."""
+    return encode(gradient_rgb(width, height, seed))
+
+
+def request(
+    images: Sequence[bytes | explain_pb2.Image],
+    *,
+    methods: Sequence[str] = (),
+    layers: Sequence[str] = (),
+    **fields: Any,
+) -> explain_pb2.ExplainRequest:
+    """An ExplainRequest with encoded images (bytes) or prepared Image messages."""
+    msg = explain_pb2.ExplainRequest(methods=list(methods), layers=list(layers), **fields)
+    for item in images:
+        if isinstance(item, bytes):
+            msg.images.add(encoded=item)
+        else:
+            msg.images.append(item)
+    return msg
+
+
+class FakeRequestProcessor:
+    """Per-item request headers and response status/headers, as TorchServe's RequestProcessor keeps them."""
+
+    def __init__(self, headers: Mapping[str, Any] | None = None) -> None:
+        self.headers = dict(headers or {})
+        self.status: tuple[int, str | None] = (200, None)
+        self.response_headers: dict[str, str] = {}
+
+    def get_request_property(self, key: str) -> Any:
+        return self.headers.get(key)
+
+    def get_request_properties(self) -> dict[str, Any]:
+        return self.headers
+
+    def report_status(self, code: int, reason_phrase: str | None = None) -> None:
+        self.status = (code, reason_phrase)
+
+    def add_response_property(self, key: str, value: str) -> None:
+        self.response_headers[key] = value
+
+
+class MockContext:
+    """Enough of ``ts.context.Context`` to load and call a handler without a server (after TorchServe's own
+    ``ts/torch_handler/unit_tests/test_utils/mock_context.py``, plus per-item headers and response status)."""
+
+    def __init__(
+        self,
+        model_yaml_config: Mapping[str, Any],
+        *,
+        model_dir: str = ".",
+        gpu_id: int | None = None,
+        model_name: str = "test-model",
+    ) -> None:
+        self.model_name = model_name
+        self.manifest = {"model": {"modelName": model_name, "modelVersion": "1.0"}}
+        self.system_properties: dict[str, Any] = {"model_dir": model_dir, "gpu_id": gpu_id, "batch_size": 8}
+        self.model_yaml_config = dict(model_yaml_config)
+        self.request_processor: list[FakeRequestProcessor] = []
+
+    def set_batch(self, headers: Sequence[Mapping[str, Any] | None]) -> None:
+        """Per-item request headers for the next call, as TorchServe sets them before ``handle``."""
+        self.request_processor = [FakeRequestProcessor(h) for h in headers]
+
+    def get_request_header(self, idx: int, key: str) -> Any:
+        return self.request_processor[idx].get_request_property(key)
+
+    def get_all_request_header(self, idx: int) -> dict[str, Any]:
+        return self.request_processor[idx].get_request_properties()
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.set_response_header(idx, "content-type", value)
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self.request_processor[idx].add_response_property(key, value)
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.request_processor[idx].report_status(code, phrase)
