@@ -1,3 +1,64 @@
-"""camserve client SDK: predictions with their explanation maps from a camserve server, over gRPC."""
+"""camserve client SDK: predictions with their explanation maps from a camserve server, over gRPC.
 
-__all__: list[str] = []
+::
+
+    import camserve
+
+    with camserve.Client("127.0.0.1:7070", token_file="key_file.json") as client:
+        result = client.explain("cat.jpg", model="imagenet-efficientnet-lite0", methods=["gradcam"])
+        print(result.top.label, result.map("gradcam").upsample((224, 224)).normalized().shape)
+
+Rendering helpers (overlays, panels, the HTML gallery) are in :mod:`camserve.render`; the ``camserve`` command is
+:mod:`camserve.cli`. The SDK depends on grpcio, protobuf, numpy and pillow only (no torch).
+"""
+
+from camserve._aio import AsyncClient
+from camserve._client import Client
+from camserve._request import Input
+from camserve._results import (
+    Box,
+    ExplainResult,
+    Geometry,
+    Map,
+    MapKey,
+    ModelEntry,
+    ModelInfo,
+    Prediction,
+    Timing,
+)
+from camserve.errors import (
+    CamserveError,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "Box",
+    "CamserveError",
+    "Client",
+    "DeadlineExceeded",
+    "ExplainResult",
+    "Geometry",
+    "Input",
+    "Internal",
+    "InvalidArgument",
+    "Map",
+    "MapKey",
+    "ModelEntry",
+    "ModelInfo",
+    "NotFound",
+    "Prediction",
+    "ResourceExhausted",
+    "Timing",
+    "Unauthenticated",
+    "Unavailable",
+    "__version__",
+]

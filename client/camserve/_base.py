@@ -1,0 +1,274 @@
+"""Everything the sync and asyncio clients share except the calls themselves: settings, requests, decoding."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from google.protobuf import empty_pb2
+
+from camserve._auth import TokenSource
+from camserve._gen.camserve.v1 import explain_pb2
+from camserve._gen.org.pytorch.serve.grpc.inference import inference_pb2
+from camserve._gen.org.pytorch.serve.grpc.management import management_pb2
+from camserve._images import is_single_image
+from camserve._request import ExplainOptions, build_request, image_messages
+from camserve._results import (
+    ExplainResult,
+    ModelEntry,
+    ModelInfo,
+    Timing,
+    decode_explain_response,
+    decode_model_info,
+)
+from camserve._transport import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    CallState,
+    RetryPolicy,
+    TlsLike,
+    channel_credentials,
+    channel_options,
+    management_address_for,
+    metadata,
+    resolve_address,
+)
+from camserve.errors import CamserveError, Internal, InvalidArgument, from_code
+
+# Upper bound on pages read by models(); TorchServe pages hold up to 1000 models.
+MAX_PAGES = 100
+_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """One request's worth of images: the converted messages and the images that failed on the client."""
+
+    start: int
+    count: int
+    request: explain_pb2.ExplainRequest | None
+    sent: tuple[int, ...]  # positions (0-based within the batch) of the images in `request`
+    failed: Mapping[int, CamserveError]  # position -> client-side error
+
+
+class ClientBase:
+    """Settings and request/response handling common to :class:`~camserve.Client` and ``AsyncClient``."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        management_token: str | None = None,
+        management_address: str | None = None,
+        tls: TlsLike = False,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        headers: Mapping[str, str] | None = None,
+        channel_args: Sequence[tuple[str, object]] = (),
+    ) -> None:
+        self.address = resolve_address(address)
+        self.management_address = management_address or management_address_for(self.address)
+        if not timeout or timeout <= 0:
+            raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}", field="timeout")
+        self.timeout = float(timeout)
+        self.retry_policy = RetryPolicy(retries=int(retries), initial=float(backoff), maximum=max(5.0, backoff))
+        self.tokens = TokenSource(token=token, token_file=token_file, management_token=management_token)
+        self.headers = dict(headers or {})
+        self._credentials = channel_credentials(tls)
+        self._channel_options = channel_options(max_message_bytes, channel_args)
+        self._rng = random.Random()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(address={self.address!r}, timeout={self.timeout:g})"
+
+    # ---- per call ----
+
+    def _state(self, timeout: float | None, kind: str = "inference") -> CallState:
+        if self._closed:
+            raise InvalidArgument("the client is closed", field="client")
+        return CallState(self.timeout if timeout is None else timeout, self.retry_policy, self.tokens, self._rng, kind)
+
+    def _metadata(self, kind: str, headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+        key = self.tokens.management_key() if kind == "management" else self.tokens.inference_key()
+        merged = {**self.headers, **(headers or {})}
+        return metadata(key, merged)
+
+    # ---- ping ----
+
+    @staticmethod
+    def _ping_request() -> empty_pb2.Empty:
+        return empty_pb2.Empty()
+
+    @staticmethod
+    def _ping_status(response: inference_pb2.TorchServeHealthResponse) -> str:
+        """TorchServe's health text is JSON like {"status": "Healthy"}; returns the status."""
+        text = response.health
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError):
+            return text.strip()
+        if isinstance(data, dict) and isinstance(data.get("status"), str):
+            return str(data["status"])
+        return text.strip()
+
+    # ---- describe / models ----
+
+    @staticmethod
+    def _describe_request(model: str, version: str) -> inference_pb2.PredictionsRequest:
+        check_model(model)
+        request = explain_pb2.ExplainRequest(describe=True)
+        return inference_pb2.PredictionsRequest(
+            model_name=model, model_version=version, input={"request": request.SerializeToString()}
+        )
+
+    @staticmethod
+    def _decode_describe(response: inference_pb2.PredictionResponse, model: str) -> ModelInfo:
+        message = explain_pb2.ExplainResponse()
+        try:
+            message.ParseFromString(response.prediction)
+        except Exception as exc:  # unreadable payload, whatever protobuf raises for it
+            raise Internal(f"malformed response: not an ExplainResponse ({type(exc).__name__})") from None
+        if message.HasField("error") and message.error.code:
+            raise from_code(message.error.code, message.error.message, message.error.field)
+        if not message.HasField("model_info"):
+            raise Internal(f"malformed response: model {model!r} answered a describe request without model_info")
+        return decode_model_info(message, model)
+
+    @staticmethod
+    def _models_page(token: int) -> management_pb2.ListModelsRequest:
+        return management_pb2.ListModelsRequest(limit=_PAGE, next_page_token=token)
+
+    @staticmethod
+    def _parse_models_page(response: management_pb2.ManagementResponse) -> tuple[list[ModelEntry], int | None]:
+        """Returns the page's models and the next page token (None when this was the last page)."""
+        try:
+            data = json.loads(response.msg)
+            entries = [ModelEntry(name=str(m["modelName"]), url=str(m.get("modelUrl", ""))) for m in data["models"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise Internal(f"malformed ListModels answer from the management API ({type(exc).__name__})") from None
+        token = data.get("nextPageToken")
+        if len(entries) < _PAGE or token in (None, ""):
+            return entries, None
+        return entries, int(token)
+
+    # ---- explain ----
+
+    @staticmethod
+    def _explain_options(**kwargs: object) -> ExplainOptions:
+        return ExplainOptions.build(**kwargs)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _as_list(images: object) -> tuple[list[object], bool]:
+        """Splits the call's images into a list, remembering whether one image was given."""
+        if is_single_image(images):
+            return [images], True
+        if isinstance(images, np.ndarray):
+            return list(images), False
+        items = list(images)  # type: ignore[call-overload]
+        if not items:
+            raise InvalidArgument("no images given", field="images")
+        return items, False
+
+    @staticmethod
+    def _prepare(items: Sequence[object], start: int, options: ExplainOptions, request_id: str) -> PreparedBatch:
+        """Converts one batch of images; images that cannot be sent become errors instead of failing the batch."""
+        messages = []
+        sent = []
+        failed: dict[int, CamserveError] = {}
+        for offset, item in enumerate(items):
+            try:
+                messages.extend(image_messages([item], start + offset))
+                sent.append(offset)
+            except CamserveError as exc:
+                failed[offset] = exc
+        request = build_request(messages, options, request_id) if messages else None
+        return PreparedBatch(start=start, count=len(items), request=request, sent=tuple(sent), failed=failed)
+
+    @staticmethod
+    def _predictions_request(
+        model: str, version: str, request: explain_pb2.ExplainRequest
+    ) -> inference_pb2.PredictionsRequest:
+        return inference_pb2.PredictionsRequest(
+            model_name=model, model_version=version, input={"request": request.SerializeToString()}
+        )
+
+    @staticmethod
+    def _assemble(
+        batch: PreparedBatch,
+        response: inference_pb2.PredictionResponse | None,
+        model: str,
+        elapsed_ms: float,
+    ) -> list[ExplainResult]:
+        """Merges server results and client-side failures back into input order."""
+        server: list[ExplainResult] = []
+        if response is not None:
+            _, decoded = decode_explain_response(response.prediction, len(batch.sent), 0, elapsed_ms)
+            server = decoded
+        out: list[ExplainResult] = []
+        by_position = dict(zip(batch.sent, server, strict=True))
+        for offset in range(batch.count):
+            index = batch.start + offset
+            if offset in batch.failed:
+                out.append(
+                    ExplainResult(
+                        index=index,
+                        id=str(index),
+                        predictions=(),
+                        maps=types.MappingProxyType({}),
+                        reconstruction=None,
+                        geometry=None,
+                        timing=Timing(),
+                        model_name=model,
+                        error=batch.failed[offset],
+                    )
+                )
+            else:
+                r = by_position[offset]
+                out.append(
+                    ExplainResult(
+                        index=index,
+                        id=r.id,
+                        predictions=r.predictions,
+                        maps=r.maps,
+                        reconstruction=r.reconstruction,
+                        geometry=r.geometry,
+                        timing=r.timing,
+                        model_name=r.model_name or model,
+                        model_version=r.model_version,
+                        error=r.error,
+                    )
+                )
+        return out
+
+    @staticmethod
+    def _finish(results: list[ExplainResult], single: bool, strict: bool) -> ExplainResult | list[ExplainResult]:
+        if single:
+            return results[0].raise_for_error()
+        if strict:
+            for r in results:
+                r.raise_for_error()
+        return results
+
+
+def check_model(model: object) -> str:
+    """Validates a model name argument."""
+    if not isinstance(model, str) or not model:
+        raise InvalidArgument(f"model must be a non-empty model name, got {model!r}", field="model")
+    return model
+
+
+def check_many(concurrency: int, batch_size: int) -> None:
+    """Validates explain_many's knobs."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InvalidArgument(f"concurrency must be a positive integer, got {concurrency!r}", field="concurrency")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgument(f"batch_size must be a positive integer, got {batch_size!r}", field="batch_size")
