@@ -1,0 +1,157 @@
+"""Layer names: resolution with helpful errors, and the automatic choice (torchcam's ``locate_candidate_layer``).
+
+The automatic layer is found by one probe forward + backward at the configured input size: among modules whose
+output reads as a spatial grid (see ``_grid``), it is the last one (in order of completion) that is not a global or
+adaptive pooling and whose gradient on the grid positions is not identically zero. The gradient test is what makes
+vision transformers work: ViT's final ``encoder.ln`` (and the last block's output) only feed the class token, so
+their patch-token gradients are zero and the choice moves to the last block's ``ln_1``, whose output still reaches
+the class token through attention.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from handlers.engine._grid import detect_layout
+from handlers.engine._hooks import capture_outputs, frozen_eval
+from handlers.engine.errors import InvalidArgumentError, NotFoundError
+
+__all__ = ["ProbeResult", "input_channels", "probe", "resolve_layers"]
+
+_POOLING = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+
+
+def resolve_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
+    """Map dotted layer names to modules, in the given order, without duplicates.
+
+    Raises:
+        NotFoundError: A name is not a submodule; the message lists close matches.
+        InvalidArgumentError: Empty name (the whole model is not a layer).
+    """
+    modules = dict(model.named_modules())
+    resolved: dict[str, nn.Module] = {}
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"layer names must be non-empty strings, got {name!r}", field="layers")
+        if name not in modules:
+            close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise NotFoundError(f"model has no layer {name!r}{hint}", field="layers")
+        resolved[name] = modules[name]
+    return resolved
+
+
+def input_channels(model: nn.Module) -> int:
+    """Input channels of the first convolution (3 when the model has none)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)):
+            return int(m.in_channels)
+    return 3
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe pass learned about a model.
+
+    Attributes:
+        candidates: Layers whose output is a spatial grid, in forward (completion) order.
+        automatic: The automatically chosen layer.
+        head: Name of the final ``nn.Linear`` producing the logits, if any.
+        gap_linear_layers: Candidates whose output gives the logits by global average pooling + ``head``.
+    """
+
+    candidates: tuple[str, ...]
+    automatic: str
+    head: str | None
+    gap_linear_layers: frozenset[str]
+
+
+def _gap_linear(grid: Tensor, head: nn.Linear, logits: Tensor) -> bool:
+    if grid.shape[1] != head.in_features:
+        return False
+    predicted = head(grid.mean(dim=(2, 3)))
+    scale = 1.0 + float(logits.abs().max())
+    return bool(torch.allclose(predicted, logits, rtol=1e-4, atol=1e-4 * scale))
+
+
+def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
+    """Run one forward + backward on a random input to list candidate layers and choose one automatically.
+
+    The model is left exactly as found (mode, parameters, hooks); the global RNG is not touched.
+
+    Raises:
+        InvalidArgumentError: The model has no layer with a spatial output at this input size.
+    """
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, input_channels(model), *input_size, generator=generator).to(device)
+    names = {name: m for name, m in model.named_modules() if name}
+    order: list[str] = []
+    linears = {id(m): name for name, m in names.items() if isinstance(m, nn.Linear)}
+    last_linear: list[tuple[str, Tensor]] = []
+
+    def note(module: nn.Module, _args: object, output: object) -> None:
+        name = linears.get(id(module))
+        if name is not None and isinstance(output, Tensor):
+            last_linear.append((name, output))
+
+    with frozen_eval(model), torch.inference_mode(False), torch.enable_grad():
+        x.requires_grad_(True)
+        handles = [m.register_forward_hook(note) for m in names.values() if id(m) in linears]
+        try:
+            with capture_outputs(names, as_leaf=False) as captured:
+                # Completion order: a dict keeps first insertion, so re-insert on every call to get the last one.
+                order_hooks = [
+                    m.register_forward_hook(lambda _m, _a, _o, n=n: order.append(n)) for n, m in names.items()
+                ]
+                try:
+                    out = model(x)
+                finally:
+                    for h in order_hooks:
+                        h.remove()
+        finally:
+            for h in handles:
+                h.remove()
+        if not isinstance(out, Tensor):
+            raise InvalidArgumentError(f"model returned {type(out).__name__}; the explainer needs a tensor")
+        last_seen = {n: i for i, n in enumerate(order)}
+        ordered = sorted(last_seen, key=last_seen.__getitem__)
+        grids: dict[str, Tensor] = {}
+        for name in ordered:
+            t = captured.get(name)
+            if t is None or not t.is_floating_point():
+                continue
+            layout = detect_layout(tuple(t.shape[1:]), input_size)
+            if layout is not None and layout.height * layout.width > 1:
+                grids[name] = t
+        if not grids:
+            raise InvalidArgumentError(f"no layer keeps a spatial grid at input size {input_size}")
+        weights = torch.randn(out.shape, generator=generator).to(out.device, out.dtype)
+        differentiable = [n for n, t in grids.items() if t.requires_grad]
+        grads = torch.autograd.grad((out * weights).sum(), [grids[n] for n in differentiable], allow_unused=True)
+        alive: set[str] = set()
+        for name, g in zip(differentiable, grads, strict=True):
+            layout = detect_layout(tuple(g.shape[1:]), input_size) if g is not None else None
+            if g is not None and layout is not None and bool(layout.to_grid(g).abs().amax() > 0):
+                alive.add(name)
+        automatic = next((n for n in reversed(list(grids)) if n in alive and not isinstance(names[n], _POOLING)), None)
+        if automatic is None:
+            raise InvalidArgumentError("no spatial layer receives a gradient from the model output")
+
+        head: str | None = None
+        gap: set[str] = set()
+        if last_linear and last_linear[-1][1].shape == out.shape and torch.equal(last_linear[-1][1], out):
+            head = last_linear[-1][0]
+            linear = names[head]
+            if isinstance(linear, nn.Linear):
+                with torch.no_grad():
+                    for name, t in grids.items():
+                        layout = detect_layout(tuple(t.shape[1:]), input_size)
+                        if layout is not None and _gap_linear(layout.to_grid(t), linear, out):
+                            gap.add(name)
+    return ProbeResult(tuple(grids), automatic, head, frozenset(gap))

@@ -1,0 +1,37 @@
+"""Explanation methods: one module each, registered by name. Adding a method is one file and one line below."""
+
+from handlers.engine.methods._base import (
+    GradientRule,
+    Method,
+    MethodContext,
+    ModelFacts,
+    Need,
+    Scope,
+    available_methods,
+    get_method,
+    register_method,
+)
+from handlers.engine.methods.cam import Cam
+from handlers.engine.methods.deconvnet import Deconvnet
+from handlers.engine.methods.gradcam import GradCam
+from handlers.engine.methods.gradcam_pp import GradCamPlusPlus
+from handlers.engine.methods.guided_backprop import GuidedBackprop
+from handlers.engine.methods.guided_gradcam import GuidedGradCam
+from handlers.engine.methods.layercam import LayerCam
+from handlers.engine.methods.saliency import Saliency
+from handlers.engine.methods.xgradcam import XGradCam
+
+for _method in (Saliency, GuidedBackprop, Deconvnet, GradCam, GradCamPlusPlus, XGradCam, LayerCam, GuidedGradCam, Cam):
+    register_method(_method)
+
+__all__ = [
+    "GradientRule",
+    "Method",
+    "MethodContext",
+    "ModelFacts",
+    "Need",
+    "Scope",
+    "available_methods",
+    "get_method",
+    "register_method",
+]

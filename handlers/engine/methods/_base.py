@@ -1,0 +1,135 @@
+"""The one small interface every explanation method implements, and the registry that names them.
+
+As in torchcam's ``core.py``, the engine owns hooks, the forward pass, the backward passes and result assembly; a
+method only declares which quantities it needs and combines them in :meth:`Method.compute`. Which backward passes
+run is decided once per call from the union of the requested methods' needs, so methods share them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol
+
+from torch import Tensor
+
+from handlers.engine.errors import InvalidArgumentError
+
+__all__ = [
+    "GradientRule",
+    "Method",
+    "MethodContext",
+    "ModelFacts",
+    "Need",
+    "Scope",
+    "available_methods",
+    "get_method",
+    "register_method",
+]
+
+#: Quantities a method can ask for. ``activation``: the layer output as a grid; ``layer_grad``: d score / d layer
+#: output (the shared CAM backward); ``input_grad``/``guided_grad``/``deconv_grad``: d score / d input under the
+#: normal, guided-backprop or deconvnet ReLU rule.
+Need = Literal["activation", "layer_grad", "input_grad", "guided_grad", "deconv_grad"]
+#: ``layer`` methods give one map per requested layer; ``input`` methods one map at the input (layer ``""``).
+Scope = Literal["layer", "input"]
+GradientRule = Literal["plain", "guided", "deconv"]
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What an explainer knows about its model, for :meth:`Method.applicable`.
+
+    Attributes:
+        gap_linear_layers: Layers whose output feeds the logits through global average pooling + one linear layer.
+        default_layers: The layers used when a call gives none.
+    """
+
+    gap_linear_layers: frozenset[str]
+    default_layers: tuple[str, ...]
+
+
+class MethodContext(Protocol):
+    """What a method may read while computing; everything is float32 on the model's device, ``k`` target rows."""
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The input ``(H, W)``."""
+        ...
+
+    def activation(self, layer: str) -> Tensor:
+        """The layer output as a grid ``[B, C, h, w]``."""
+        ...
+
+    def layer_gradient(self, layer: str) -> Tensor:
+        """d score / d layer output as a grid ``[k, B, C, h, w]``."""
+        ...
+
+    def input_gradient(self, rule: GradientRule) -> Tensor:
+        """d score / d input ``[k, B, C, H, W]`` under the given ReLU rule."""
+        ...
+
+    def head_weights(self, layer: str) -> Tensor:
+        """Rows of the linear head's weight for each target ``[k, B, C]`` (GAP + linear models only)."""
+        ...
+
+    def result(self, method: str, layer: str) -> Tensor:
+        """Another method's result for the same call (computed once, shared), e.g. guided Grad-CAM's parts."""
+        ...
+
+
+class Method(ABC):
+    """One explanation method. Subclasses set the class attributes and implement :meth:`compute`."""
+
+    name: ClassVar[str]
+    scope: ClassVar[Scope]
+    needs: ClassVar[frozenset[Need]] = frozenset()
+    #: Methods whose results :meth:`compute` reads through ``ctx.result`` (their needs are added to this one's).
+    depends_on: ClassVar[tuple[str, ...]] = ()
+
+    def applicable(self, facts: ModelFacts) -> bool:
+        """Whether the method can run on this model at all (e.g. CAM needs a GAP + linear head)."""
+        return True
+
+    @abstractmethod
+    def compute(self, ctx: MethodContext, layer: str) -> Tensor:
+        """Return ``[k, B, h, w]`` (layer scope) or ``[k, B, C, H, W]`` (input scope) float32 maps."""
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register_method(method: type[Method] | Method, *, replace: bool = False) -> Method:
+    """Make a method available by its ``name``; returns the registered instance.
+
+    Raises:
+        InvalidArgumentError: The name is taken (pass ``replace=True`` to override deliberately), or the method
+            depends on a method that is not registered.
+    """
+    instance = method() if isinstance(method, type) else method
+    if instance.name in _REGISTRY and not replace:
+        raise InvalidArgumentError(f"method {instance.name!r} is already registered", field="methods")
+    missing = [d for d in instance.depends_on if d not in _REGISTRY]
+    if missing:
+        raise InvalidArgumentError(f"method {instance.name!r} depends on unregistered {missing}", field="methods")
+    _REGISTRY[instance.name] = instance
+    return instance
+
+
+def available_methods() -> tuple[str, ...]:
+    """Names of all registered methods, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``.
+
+    Raises:
+        InvalidArgumentError: Unknown name (the message lists the available ones).
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown method {name!r}; available: {', '.join(_REGISTRY)}", field="methods"
+        ) from None
