@@ -215,6 +215,7 @@ class ClientBase:
             server = decoded
         out: list[ExplainResult] = []
         by_position = dict(zip(batch.sent, server, strict=True))
+        request_index = {offset: k for k, offset in enumerate(batch.sent)}
         for offset in range(batch.count):
             index = batch.start + offset
             if offset in batch.failed:
@@ -244,7 +245,7 @@ class ClientBase:
                         timing=r.timing,
                         model_name=r.model_name or model,
                         model_version=r.model_version,
-                        error=r.error,
+                        error=_renumber(r.error, request_index[offset], index),
                     )
                 )
         return out
@@ -257,6 +258,14 @@ class ClientBase:
             for r in results:
                 r.raise_for_error()
         return results
+
+
+def _renumber(error: CamserveError | None, sent_index: int, index: int) -> CamserveError | None:
+    """Rewrites a server field path ``images[k]...`` (position in the request sent) to the caller's numbering."""
+    prefix = f"images[{sent_index}]"
+    if error is None or sent_index == index or not error.field.startswith(prefix):
+        return error
+    return type(error)(error.message, code=error.code, field=f"images[{index}]{error.field[len(prefix) :]}")
 
 
 def check_model(model: object) -> str:

@@ -153,9 +153,9 @@ class CallState:
         self.attempts += 1
         return left
 
-    def _deadline_message(self) -> str:
-        tries = f" ({self.attempts} attempts)" if self.attempts > 1 else ""
-        return f"no answer within the {self.timeout:g} s deadline{tries}; pass a larger timeout= if the work is big"
+    def _deadline_message(self, message: str = "no answer in time") -> str:
+        tries = f", {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{message} (deadline {self.timeout:g} s{tries}; pass a larger timeout= if the work is big)"
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the call started."""
@@ -177,7 +177,7 @@ class CallState:
     def final(self, error: CamserveError) -> CamserveError:
         """The error to raise after giving up, with the attempts noted and hints for common causes."""
         if isinstance(error, DeadlineExceeded):
-            return DeadlineExceeded(self._deadline_message(), code=error.code)
+            return DeadlineExceeded(self._deadline_message(error.message), code=error.code, field=error.field)
         if isinstance(error, Unavailable) and self.attempts > 1:
             return Unavailable(f"{error.message} (after {self.attempts} attempts)", code=error.code, field=error.field)
         if isinstance(error, Unauthenticated):

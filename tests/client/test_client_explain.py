@@ -1,0 +1,513 @@
+"""explain / explain_many / describe / models / ping against the in-process fake, and the result objects."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import CAM, INPUT, LABELS, FakeServer, tensor
+from PIL import Image
+
+import camserve
+from camserve._gen.camserve.v1 import explain_pb2
+from camserve._results import decode_tensor
+
+MODEL = "shapes-classifier"
+
+
+@pytest.fixture
+def client(fake: FakeServer, client_kwargs: dict[str, Any]) -> Any:
+    with camserve.Client(fake.address, **client_kwargs) as c:
+        yield c
+
+
+# ---- inputs ----
+
+
+def test_path_and_bytes_are_sent_encoded_untouched(
+    client: camserve.Client, fake: FakeServer, png_file: Path, png_bytes: bytes
+) -> None:
+    client.explain([png_file, str(png_file), png_bytes, bytearray(png_bytes)], model=MODEL)
+    images = fake.requests[-1].images
+    assert [im.encoded for im in images] == [png_bytes] * 4
+    assert [im.id for im in images] == ["0", "1", "2", "3"]
+
+
+def test_uint8_array_is_sent_as_exact_raw_pixels(client: camserve.Client, fake: FakeServer) -> None:
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    result = client.explain(array, model=MODEL)
+    pixels = fake.requests[-1].images[0].pixels
+    assert list(pixels.shape) == [3, 5, 7] and pixels.encoding == explain_pb2.UINT8
+    assert (pixels.value_min, pixels.value_max) == (0.0, 255.0)
+    np.testing.assert_array_equal(np.frombuffer(pixels.data, np.uint8).reshape(3, 5, 7), array.transpose(2, 0, 1))
+    assert result.geometry is not None and result.geometry.original_size == (5, 7)
+
+
+def test_float_array_is_sent_as_float32(client: camserve.Client, fake: FakeServer) -> None:
+    array = np.linspace(0, 1, 4 * 6 * 3).reshape(4, 6, 3)  # float64 in [0, 1]
+    client.explain(array, model=MODEL)
+    pixels = fake.requests[-1].images[0].pixels
+    assert pixels.encoding == explain_pb2.FLOAT32
+    np.testing.assert_allclose(decode_tensor(pixels, "x"), array.transpose(2, 0, 1), rtol=1e-7)
+
+
+def test_grey_array_is_replicated(client: camserve.Client, fake: FakeServer) -> None:
+    client.explain(np.full((4, 4), 9, np.uint8), model=MODEL)
+    assert list(fake.requests[-1].images[0].pixels.shape) == [3, 4, 4]
+
+
+def test_pil_image_is_sent_as_lossless_png(client: camserve.Client, fake: FakeServer) -> None:
+    rng = np.random.default_rng(1)
+    array = rng.integers(0, 256, size=(9, 11, 3), dtype=np.uint8)
+    client.explain(Image.fromarray(array), model=MODEL)
+    encoded = fake.requests[-1].images[0].encoded
+    with Image.open(io.BytesIO(encoded)) as im:
+        assert im.format == "PNG"
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), array)
+
+
+def test_pil_float_image_is_converted(client: camserve.Client, fake: FakeServer) -> None:
+    client.explain(Image.new("F", (6, 5), 0.5), model=MODEL)
+    with Image.open(io.BytesIO(fake.requests[-1].images[0].encoded)) as im:
+        assert im.size == (6, 5)
+
+
+def test_numpy_batch_is_a_list(client: camserve.Client, fake: FakeServer) -> None:
+    results = client.explain(np.zeros((3, 8, 8, 3), np.uint8), model=MODEL)
+    assert isinstance(results, list) and [r.index for r in results] == [0, 1, 2]
+    assert len(fake.requests[-1].images) == 3
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((3, 8, 8), np.uint8), "channels-first"),
+        (np.zeros((8, 8, 4), np.uint8), "RGBA"),
+        (np.zeros((8, 8, 3), np.uint16), "dtype uint16"),
+        (np.full((8, 8, 3), 2.0), "[0, 1]"),
+        (np.full((8, 8, 3), np.nan), "NaN"),
+        (np.zeros((0, 8, 3), np.uint8), "empty"),
+        (b"", "empty"),
+        (12345, "cannot send int"),
+        ("/definitely/not/here.png", "no such image file"),
+    ],
+    ids=["chw", "rgba", "uint16", "float-range", "nan", "empty-array", "empty-bytes", "int", "missing-file"],
+)
+def test_bad_images_raise_invalid_argument_before_sending(
+    client: camserve.Client, fake: FakeServer, image: object, message: str
+) -> None:
+    with pytest.raises(camserve.InvalidArgument, match=message) as info:
+        client.explain(image, model=MODEL)
+    assert info.value.field == "images[0]"
+    assert fake.calls == 0
+
+
+def test_directory_is_not_an_image(client: camserve.Client, tmp_path: Path) -> None:
+    with pytest.raises(camserve.InvalidArgument, match="directory"):
+        client.explain(tmp_path, model=MODEL)
+
+
+def test_bad_image_in_a_list_fails_only_itself(client: camserve.Client, fake: FakeServer, png_bytes: bytes) -> None:
+    results = client.explain([png_bytes, "/no/such.png", b"BAD", png_bytes], model=MODEL)
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert isinstance(results[1].error, camserve.InvalidArgument) and results[1].error.field == "images[1]"
+    assert results[2].error is not None and results[2].error.field == "images[2].encoded"  # from the server
+    assert len(fake.requests[-1].images) == 3  # the unreadable file was never sent
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    with pytest.raises(camserve.InvalidArgument):
+        results[1].raise_for_error()
+    with pytest.raises(camserve.InvalidArgument):
+        results[2].map("gradcam")
+    assert results[0].raise_for_error() is results[0]
+
+
+def test_strict_raises_first_failed_image(client: camserve.Client, png_bytes: bytes) -> None:
+    with pytest.raises(camserve.InvalidArgument) as info:
+        client.explain([png_bytes, b"BAD"], model=MODEL, strict=True)
+    assert info.value.field == "images[1].encoded"
+
+
+def test_empty_list_is_rejected(client: camserve.Client) -> None:
+    with pytest.raises(camserve.InvalidArgument, match="no images"):
+        client.explain([], model=MODEL)
+
+
+# ---- request options ----
+
+
+def sent(fake: FakeServer) -> explain_pb2.ExplainRequest:
+    return fake.requests[-1]
+
+
+def test_methods_layers_and_output_options_are_sent(client: camserve.Client, fake: FakeServer) -> None:
+    client.explain(
+        np.zeros((8, 8, 3), np.uint8),
+        model=MODEL,
+        methods=["gradcam", "saliency"],
+        layers="layer1",
+        encoding="uint8",
+        resolution="input",
+        top_predictions=3,
+        request_id="req-7",
+    )
+    r = sent(fake)
+    assert list(r.methods) == ["gradcam", "saliency"] and list(r.layers) == ["layer1"]
+    assert r.output.encoding == explain_pb2.UINT8 and r.output.resolution == explain_pb2.INPUT
+    assert r.output.top_predictions == 3 and r.request_id == "req-7"
+    assert not r.HasField("target")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"target": 3}, explain_pb2.Target(class_ids=[3])),
+        ({"target": np.int64(2)}, explain_pb2.Target(class_ids=[2])),
+        ({"target": [1, 4]}, explain_pb2.Target(class_ids=[1, 4])),
+        ({"target": "star"}, explain_pb2.Target(class_names=["star"])),
+        ({"target": ["star", "cross"]}, explain_pb2.Target(class_names=["star", "cross"])),
+        ({"top_k": 3}, explain_pb2.Target(top_k=3)),
+    ],
+)
+def test_targets_are_sent(
+    client: camserve.Client, fake: FakeServer, kwargs: dict[str, Any], expected: explain_pb2.Target
+) -> None:
+    result = client.explain(np.zeros((8, 8, 3), np.uint8), model=MODEL, **kwargs)
+    assert sent(fake).target == expected
+    wanted = list(expected.class_ids) or [LABELS.index(n) for n in expected.class_names] or list(range(expected.top_k))
+    assert list(result.targets) == wanted
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"target": 1, "top_k": 2}, "target"),
+        ({"top_k": 0}, "target.top_k"),
+        ({"top_k": True}, "target.top_k"),
+        ({"target": -1}, "target.class_ids"),
+        ({"target": [1, "star"]}, "target"),
+        ({"target": []}, "target"),
+        ({"target": 1.5}, "target"),
+        ({"methods": [""]}, "methods"),
+        ({"layers": [3]}, "layers"),
+        ({"encoding": "jpeg"}, "encoding"),
+        ({"resolution": "huge"}, "resolution"),
+        ({"top_predictions": 0}, "top_predictions"),
+        ({"regions": [(0, 0, 0, 5)]}, "regions[0]"),
+        ({"regions": [(1, 2, 3)]}, "regions[0]"),
+        ({"regions": [np.zeros((4, 4), bool)]}, "regions[0]"),
+        ({"regions": [np.zeros((4, 4), np.float32)]}, "regions[0]"),
+        ({"regions": []}, "regions"),
+        ({"regions": 5}, "regions"),
+    ],
+)
+def test_bad_options_raise_before_sending(
+    client: camserve.Client, fake: FakeServer, kwargs: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(camserve.InvalidArgument) as info:
+        client.explain(np.zeros((8, 8, 3), np.uint8), model=MODEL, **kwargs)
+    assert info.value.field == field
+    assert fake.calls == 0
+
+
+@pytest.mark.parametrize("model", ["", None, 3])
+def test_bad_model_name(client: camserve.Client, model: Any) -> None:
+    with pytest.raises(camserve.InvalidArgument) as info:
+        client.explain(b"x", model=model)
+    assert info.value.field == "model"
+
+
+def test_regions_boxes_and_masks_shared_and_per_image(client: camserve.Client, fake: FakeServer) -> None:
+    mask = np.zeros((INPUT, INPUT), bool)
+    mask[2:5, 3:9] = True
+    results = client.explain(
+        [np.zeros((8, 8, 3), np.uint8), camserve.Input(np.zeros((8, 8, 3), np.uint8), id="b", regions=[(0, 0, 4, 4)])],
+        model="vae",
+        methods=["area_saliency"],
+        regions=[(1, 2, 10, 12), mask],
+        reconstruction=True,
+    )
+    r = sent(fake)
+    assert r.regions[0].box == explain_pb2.Box(x0=1, y0=2, x1=10, y1=12)
+    m = r.regions[1].mask
+    assert (m.height, m.width) == (INPUT, INPUT)
+    np.testing.assert_array_equal(np.frombuffer(m.data, np.uint8).reshape(INPUT, INPUT), mask)
+    assert len(r.images[0].regions) == 0 and r.images[1].regions[0].box.x1 == 4
+    assert r.output.include_reconstruction
+    assert results[0].targets == (0, 1) and results[1].targets == (0,) and results[1].id == "b"
+    rec = results[0].reconstruction
+    assert rec is not None and rec.shape == (INPUT, INPUT, 3)
+    np.testing.assert_allclose(rec, 0.25)
+    assert results[0].predictions == () and results[0].top is None
+
+
+def test_per_image_targets(client: camserve.Client, fake: FakeServer) -> None:
+    img = np.zeros((8, 8, 3), np.uint8)
+    results = client.explain([camserve.Input(img, target="cross"), camserve.Input(img, top_k=2), img], model=MODEL)
+    r = sent(fake)
+    assert list(r.images[0].target.class_names) == ["cross"] and r.images[1].target.top_k == 2
+    assert not r.images[2].HasField("target")
+    assert [x.targets for x in results] == [(4,), (0, 1), (0,)]
+
+
+# ---- results ----
+
+
+def test_result_structure(client: camserve.Client) -> None:
+    result = client.explain(
+        np.zeros((40, 60, 3), np.uint8), model=MODEL, methods=["gradcam", "saliency"], layers=["layer1", "layer2"]
+    )
+    assert isinstance(result, camserve.ExplainResult) and result.ok
+    assert result.model_name == MODEL and result.model_version == "1.0"
+    assert result.top == camserve.Prediction(class_id=0, label="circle", score=pytest.approx(0.9), logit=5.0)
+    assert [p.class_id for p in result.predictions] == [0, 1, 2, 3, 4]
+    assert set(result.maps) == {
+        camserve.MapKey("gradcam", "layer1", 0),
+        camserve.MapKey("gradcam", "layer2", 0),
+        camserve.MapKey("saliency", "", 0),
+    }
+    assert result.methods == ("gradcam", "saliency") and result.layers == ("layer1", "layer2", "")
+    cam = result.map("gradcam", layer="layer2")
+    assert cam.shape == (CAM, CAM) and cam.array.dtype == np.float32 and not cam.is_gradient
+    assert result.map("saliency").is_gradient
+    with pytest.raises(ValueError):
+        cam.array[0, 0] = 5  # read-only
+    with pytest.raises(KeyError, match="give layer="):
+        result.map("gradcam")
+    with pytest.raises(KeyError, match="no map"):
+        result.map("deconvnet")
+    g = result.geometry
+    assert g == camserve.Geometry((40, 60), camserve.Box(10, 0, 50, 40), (INPUT, INPUT))
+    assert result.timing.explain_ms == 20.0 and result.timing.round_trip_ms > 0
+    summary = result.summary()
+    assert summary["predictions"][0]["label"] == "circle" and len(summary["maps"]) == 3  # type: ignore[index]
+    assert "circle" in repr(result)
+
+
+@pytest.mark.parametrize("encoding", ["float16", "float32", "uint8", "png"])
+def test_map_encodings_decode_to_the_same_values(client: camserve.Client, encoding: str) -> None:
+    result = client.explain(
+        np.zeros((8, 8, 3), np.uint8), model=MODEL, methods=["gradcam", "saliency"], encoding=encoding
+    )
+    cam = result.map("gradcam").array
+    expected = np.full((CAM, CAM), 1.0, np.float32)
+    expected[0, 0] = 0
+    np.testing.assert_allclose(cam, expected, atol=1 / 255 + 1e-6)
+    grad = result.map("saliency").array
+    assert grad.shape == (3, INPUT, INPUT)
+    np.testing.assert_allclose(grad[2], -1.0, atol=2 / 255 + 1e-6)
+    np.testing.assert_allclose(grad[0], 1.0, atol=2 / 255 + 1e-6)
+
+
+def test_resolution_input(client: camserve.Client) -> None:
+    result = client.explain(np.zeros((8, 8, 3), np.uint8), model=MODEL, resolution="input")
+    assert result.map("gradcam").shape == (INPUT, INPUT)
+
+
+def bilinear_reference(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Half-pixel-centre bilinear upsampling (PyTorch's align_corners=False), written out in numpy."""
+    ih, iw = a.shape
+    ys = np.clip((np.arange(h) + 0.5) * ih / h - 0.5, 0, ih - 1)
+    xs = np.clip((np.arange(w) + 0.5) * iw / w - 0.5, 0, iw - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, ih - 1), np.minimum(x0 + 1, iw - 1)
+    wy, wx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = a[y0][:, x0] * (1 - wx) + a[y0][:, x1] * wx
+    bottom = a[y1][:, x0] * (1 - wx) + a[y1][:, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def test_map_upsample_is_bilinear() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.random((7, 7)).astype(np.float32)
+    m = camserve.Map("gradcam", "l", 0, a)
+    up = m.upsample((224, 168))
+    assert isinstance(up, camserve.Map) and up.shape == (224, 168) and up.key == m.key
+    np.testing.assert_allclose(up.array, bilinear_reference(a, 224, 168), atol=1e-5)
+    g = camserve.Map("saliency", "", 0, rng.random((3, 5, 5)).astype(np.float32))
+    assert g.upsample((10, 20)).shape == (3, 10, 20)
+    with pytest.raises(ValueError):
+        m.upsample((0, 5))
+
+
+def test_map_normalized_reduce_rgb_and_array_protocol() -> None:
+    a = np.array([[1.0, 3.0], [5.0, 9.0]], np.float32)
+    m = camserve.Map("gradcam", "l", 0, a)
+    np.testing.assert_allclose(m.normalized().array, [[0, 0.25], [0.5, 1.0]])
+    np.testing.assert_allclose(camserve.Map("x", "", 0, np.full((2, 2), 4.0, np.float32)).normalized().array, 0)
+    assert np.asarray(m) is m.array and np.asarray(m, dtype=np.float64).dtype == np.float64
+    assert m.reduce("abs_max") is m
+    g = np.zeros((3, 1, 3), np.float32)
+    g[:, 0, 0] = [1.0, -2.0, 0.5]
+    g[:, 0, 1] = [-3.0, 0.0, 0.0]
+    g[:, 0, 2] = [0.0, 0.0, 0.0]
+    gm = camserve.Map("saliency", "", 0, g)
+    np.testing.assert_allclose(gm.reduce("abs_max").array, [[2.0, 3.0, 0.0]])
+    np.testing.assert_allclose(gm.reduce("positive").array, [[1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(gm.reduce("negative").array, [[2.0, 3.0, 0.0]])
+    np.testing.assert_allclose(gm.reduce("luminance").array, [[0.299 + 2 * 0.587 + 0.5 * 0.114, 3 * 0.299, 0]])
+    np.testing.assert_allclose(gm.heatmap().ravel(), [2 / 3, 1.0, 0.0])
+    rgb = gm.rgb("all")
+    assert rgb.shape == (1, 3, 3)
+    np.testing.assert_allclose(rgb[0, 2], 0.5)  # zero gradient is mid-grey
+    np.testing.assert_allclose(rgb[0, 1], [0.0, 0.5, 0.5])  # -3 is the largest magnitude: fully dark red
+    np.testing.assert_allclose(gm.rgb("absolute")[0, 1], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(gm.rgb("positive")[0, 0], [1.0, 0.0, 0.5])
+    with pytest.raises(ValueError):
+        m.rgb()
+    with pytest.raises(ValueError):
+        gm.reduce("median")  # type: ignore[arg-type]
+
+
+def test_geometry_to_original_places_map_on_crop() -> None:
+    g = camserve.Geometry(original_size=(40, 60), crop=camserve.Box(10, 0, 50, 40), input_size=(32, 32))
+    m = camserve.Map("gradcam", "l", 0, np.ones((4, 4), np.float32))
+    out = g.to_original(m, fill=np.nan)
+    assert out.shape == (40, 60)
+    assert np.isnan(out[:, :10]).all() and np.isnan(out[:, 50:]).all()
+    np.testing.assert_allclose(out[:, 10:50], 1.0)
+    three = g.to_original(np.ones((3, 8, 8), np.float32))
+    assert three.shape == (3, 40, 60) and three[:, :, :10].sum() == 0
+
+
+# ---- explain_many ----
+
+
+def test_explain_many_is_ordered_and_bounded(client: camserve.Client, fake: FakeServer) -> None:
+    # later requests answer faster than earlier ones, so completion order differs from input order
+    def answer(request: explain_pb2.ExplainRequest, model: str, context: object) -> explain_pb2.ExplainResponse:
+        first = int(request.images[0].id)
+        time.sleep(0.05 * (3 - first % 4))
+        from conftest import default_answer
+
+        return default_answer(request, model)
+
+    fake.answer = answer
+    images = (np.zeros((8, 8, 3), np.uint8) for _ in range(23))  # a generator: read lazily
+    results = list(client.explain_many(images, model=MODEL, concurrency=3, batch_size=2))
+    assert [r.index for r in results] == list(range(23))
+    assert [r.id for r in results] == [str(i) for i in range(23)]
+    # each map carries its image index + 1 (see the fake): results belong to their own images
+    assert [float(r.map("gradcam").array.max()) for r in results] == [float(i + 1) for i in range(23)]
+    assert fake.max_in_flight <= 3 and fake.max_in_flight >= 2
+    assert [len(r.images) for r in fake.requests].count(2) == 11
+
+
+def test_explain_many_reads_input_lazily(client: camserve.Client) -> None:
+    pulled: list[int] = []
+
+    def images() -> Any:
+        for i in range(100):
+            pulled.append(i)
+            yield np.zeros((8, 8, 3), np.uint8)
+
+    stream = client.explain_many(images(), model=MODEL, concurrency=2)
+    first = next(stream)
+    assert first.index == 0
+    assert len(pulled) <= 4  # bounded look-ahead, not the whole stream
+    stream.close()
+
+
+def test_explain_many_bad_images_in_band_and_strict(client: camserve.Client, png_bytes: bytes) -> None:
+    items = [png_bytes, b"BAD", "/no/such/file.png", png_bytes]
+    results = list(client.explain_many(items, model=MODEL, batch_size=3))
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert results[1].error is not None and results[1].error.field == "images[1].encoded"
+    # server field paths are renumbered from the request's positions to the stream's
+    later = list(client.explain_many([png_bytes, png_bytes, png_bytes, b"BAD"], model=MODEL, batch_size=2))
+    assert later[3].error is not None and later[3].error.field == "images[3].encoded"
+    stream = client.explain_many(items, model=MODEL, strict=True)
+    assert next(stream).ok
+    with pytest.raises(camserve.InvalidArgument):
+        next(stream)
+
+
+def test_explain_many_request_level_errors_raise(client: camserve.Client, fake: FakeServer) -> None:
+    with pytest.raises(camserve.InvalidArgument, match="unknown method"):
+        list(client.explain_many([np.zeros((8, 8, 3), np.uint8)] * 3, model=MODEL, methods=["bogus"]))
+    fake.abort_code = __import__("grpc").StatusCode.PERMISSION_DENIED
+    with pytest.raises(camserve.Unauthenticated):
+        list(client.explain_many([np.zeros((8, 8, 3), np.uint8)] * 3, model=MODEL))
+
+
+@pytest.mark.parametrize("kwargs", [{"concurrency": 0}, {"batch_size": 0}, {"concurrency": 1.5}, {"model": ""}])
+def test_explain_many_validates_eagerly(client: camserve.Client, kwargs: dict[str, Any]) -> None:
+    args = {"model": MODEL, **kwargs}
+    with pytest.raises(camserve.InvalidArgument):
+        client.explain_many([], **args)  # raises at the call, not at the first next()
+
+
+def test_explain_many_empty_input(client: camserve.Client, fake: FakeServer) -> None:
+    assert list(client.explain_many([], model=MODEL)) == []
+    assert fake.calls == 0
+
+
+def test_client_is_thread_safe(client: camserve.Client) -> None:
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            r = client.explain(np.full((8, 8, 3), i, np.uint8), model=MODEL)
+            assert r.ok
+        except BaseException as exc:  # collected and re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+# ---- describe / models / ping ----
+
+
+def test_describe(client: camserve.Client, fake: FakeServer) -> None:
+    info = client.describe(MODEL)
+    assert sent(fake).describe and len(sent(fake).images) == 0
+    assert info.name == MODEL and info.kind == "classifier" and info.labels == LABELS
+    assert info.methods == ("gradcam", "saliency", "guided_backprop") and info.default_layers == ("layer2",)
+    assert info.input_size == (INPUT, INPUT) and (info.max_images, info.max_top_k, info.max_regions) == (16, 5, 8)
+    assert info.versions["camserve"] == "fake"
+    with pytest.raises(camserve.NotFound):
+        client.describe("nope")
+
+
+def test_describe_without_model_info_is_internal(client: camserve.Client, fake: FakeServer) -> None:
+    fake.answer = lambda r, m, c: explain_pb2.ExplainResponse(model_name=m)
+    with pytest.raises(camserve.Internal, match="model_info"):
+        client.describe(MODEL)
+
+
+def test_models_reads_every_page(client: camserve.Client, fake: FakeServer) -> None:
+    fake.models = [f"m{i:04d}" for i in range(2345)]
+    names = [m.name for m in client.models()]
+    assert names == fake.models
+    assert client.models()[0] == camserve.ModelEntry("m0000", "m0000.mar")
+
+
+def test_ping_reports_status_text(client: camserve.Client, fake: FakeServer) -> None:
+    assert client.ping() == "Healthy"
+    fake.health = '{"status": "Partial Healthy"}'
+    assert client.ping() == "Partial Healthy"
+    fake.health = "not json"
+    assert client.ping() == "not json"
+
+
+def test_decode_tensor_png_rgb_and_uint8_range() -> None:
+    a = np.linspace(-2, 2, 3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    for enc in (explain_pb2.PNG, explain_pb2.UINT8):
+        out = decode_tensor(tensor(a, enc), "x")
+        assert out.shape == (3, 4, 5)
+        np.testing.assert_allclose(out, a, atol=4 / 255 + 1e-6)
+    bad = explain_pb2.Tensor(shape=[2, 2], encoding=explain_pb2.PNG, data=b"not png")
+    with pytest.raises(camserve.Internal, match="PNG"):
+        decode_tensor(bad, "x")
+    with pytest.raises(camserve.Internal, match="empty shape"):
+        decode_tensor(explain_pb2.Tensor(shape=[], data=b""), "x")
