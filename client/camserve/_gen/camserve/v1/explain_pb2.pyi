@@ -194,7 +194,7 @@ class ImageResult(_message.Message):
     def __init__(self, id: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., reconstruction: _Optional[_Union[Tensor, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("kind", "methods", "default_methods", "layers", "default_layers", "labels", "input_width", "input_height", "max_images", "max_top_k", "max_regions")
+    __slots__ = ("kind", "methods", "default_methods", "layers", "default_layers", "labels", "input_width", "input_height", "max_images", "max_top_k", "max_regions", "max_image_bytes", "max_pixels", "max_response_bytes")
     KIND_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_METHODS_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +206,9 @@ class ModelInfo(_message.Message):
     MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOP_K_FIELD_NUMBER: _ClassVar[int]
     MAX_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESPONSE_BYTES_FIELD_NUMBER: _ClassVar[int]
     kind: str
     methods: _containers.RepeatedScalarFieldContainer[str]
     default_methods: _containers.RepeatedScalarFieldContainer[str]
@@ -217,7 +220,10 @@ class ModelInfo(_message.Message):
     max_images: int
     max_top_k: int
     max_regions: int
-    def __init__(self, kind: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., default_methods: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[str]] = ..., default_layers: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[str]] = ..., input_width: _Optional[int] = ..., input_height: _Optional[int] = ..., max_images: _Optional[int] = ..., max_top_k: _Optional[int] = ..., max_regions: _Optional[int] = ...) -> None: ...
+    max_image_bytes: int
+    max_pixels: int
+    max_response_bytes: int
+    def __init__(self, kind: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., default_methods: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[str]] = ..., default_layers: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[str]] = ..., input_width: _Optional[int] = ..., input_height: _Optional[int] = ..., max_images: _Optional[int] = ..., max_top_k: _Optional[int] = ..., max_regions: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_response_bytes: _Optional[int] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("decode_ms", "explain_ms", "encode_ms", "batch_size")
