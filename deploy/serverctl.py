@@ -196,18 +196,39 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port_overrides(host: str = "127.0.0.1") -> dict[str, str]:
-    """Overrides binding all five listeners to distinct free ports on ``host``."""
-    ports: set[int] = set()
-    while len(ports) < 5:
-        ports.add(free_port(host))
-    p = sorted(ports)
+    """Overrides binding all five listeners to distinct free ports on ``host``.
+
+    The gRPC management port is the inference port + 1, TorchServe's convention (7070/7071) that clients use to
+    find it.
+    """
+    for _ in range(100):
+        grpc_port = free_port(host)
+        if grpc_port < 65535 and _port_free(host, grpc_port + 1):
+            break
+    else:
+        raise ServerError(f"no two consecutive free ports on {host}")
+    http: set[int] = set()
+    while len(http) < 3:
+        port = free_port(host)
+        if port not in (grpc_port, grpc_port + 1):
+            http.add(port)
+    rest, management, metrics = sorted(http)
     return {
-        "inference_address": f"http://{host}:{p[0]}",
-        "management_address": f"http://{host}:{p[1]}",
-        "metrics_address": f"http://{host}:{p[2]}",
-        "grpc_inference_port": str(p[3]),
-        "grpc_management_port": str(p[4]),
+        "inference_address": f"http://{host}:{rest}",
+        "management_address": f"http://{host}:{management}",
+        "metrics_address": f"http://{host}:{metrics}",
+        "grpc_inference_port": str(grpc_port),
+        "grpc_management_port": str(grpc_port + 1),
         "grpc_inference_address": host,
         "grpc_management_address": host,
     }
@@ -313,8 +334,20 @@ class Server:
         return self.run_dir / "logs"
 
     @property
-    def keys(self) -> Keys:
-        return Keys.read(self.key_file)
+    def token_auth(self) -> bool:
+        """Whether calls need keys (TorchServe's default; off only with disable_token_authorization=true)."""
+        return self.props.get("disable_token_authorization", "false").strip().lower() != "true"
+
+    @property
+    def keys(self) -> Keys | None:
+        """The current keys, or None when token authorization is off."""
+        return Keys.read(self.key_file) if self.token_auth else None
+
+    def _bearer(self, kind: str) -> tuple[tuple[str, str], ...]:
+        keys = self.keys
+        if keys is None:
+            return ()
+        return (("authorization", f"Bearer {getattr(keys, kind)}"),)
 
     # -- lifecycle
     @classmethod
@@ -434,16 +467,14 @@ class Server:
         self.stop()
 
     # -- readiness
-    def _get_json(self, url: str, token: str, timeout: float = 5.0) -> object:
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    def _get_json(self, url: str, timeout: float = 5.0) -> object:
+        request = urllib.request.Request(url, headers={k.title(): v for k, v in self._bearer("management")})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
     def model_workers(self, name: str) -> tuple[int, int]:
         """(workers READY, workers required) for one model, from the management API."""
-        described = self._get_json(
-            f"{self.endpoints.management}/models/{urllib.parse.quote(name)}", self.keys.management
-        )
+        described = self._get_json(f"{self.endpoints.management}/models/{urllib.parse.quote(name)}")
         if not isinstance(described, list) or not described:
             raise ServerError(f"unexpected answer describing {name}: {described!r}")
         info = described[0]
@@ -458,9 +489,7 @@ class Server:
 
         with grpc.insecure_channel(self.endpoints.grpc) as channel:
             stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
-            reply = stub.Ping(
-                empty_pb2.Empty(), metadata=(("authorization", f"Bearer {self.keys.inference}"),), timeout=timeout
-            )
+            reply = stub.Ping(empty_pb2.Empty(), metadata=self._bearer("inference"), timeout=timeout)
         return str(json.loads(reply.health).get("status", reply.health))
 
     def load_failures(self, name: str) -> list[str]:
@@ -497,7 +526,7 @@ class Server:
                         f"model {name} failed to load (twice): {failures[-1].split('MODEL_LOG - ')[-1]}\n"
                         f"{self.log_tail()}"
                     )
-            if self.key_file.exists():
+            if not self.token_auth or self.key_file.exists():
                 try:
                     pending = [n for n in pending if not _enough(self.model_workers(n))]
                     if not pending:
@@ -550,34 +579,50 @@ def _overrides(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _how_to_call(server: Server) -> str:
+def how_to_call(server: Server, image: str = "image.png") -> str:
+    """Where the server listens, where its keys are, and a Python and a curl call to copy (for ``image``)."""
     ep = server.endpoints
     here = Path.cwd()
-    rel_key = os.path.relpath(server.key_file) if server.key_file.is_relative_to(here) else str(server.key_file)
+
+    def short(path: Path) -> str:
+        return os.path.relpath(path) if path.is_relative_to(here) else str(path)
+
+    key_file = short(server.key_file)
+    python = short(Path(sys.executable))
     model = next((m for m in server.models if "classifier" in m), server.models[0])
-    python = os.path.relpath(sys.executable) if Path(sys.executable).is_relative_to(here) else sys.executable
-    key_cmd = f'$({python} -c \'import json; print(json.load(open("{rel_key}"))["inference"]["key"])\')'
-    return "\n".join([
+    auth = server.token_auth
+    key_cmd = f'$({python} -c \'import json; print(json.load(open("{key_file}"))["inference"]["key"])\')'
+    lines = [
         f"camserve is serving {', '.join(server.models)} (ready after {server.startup_seconds:.1f} s)",
-        f"  gRPC inference  {ep.grpc}          (TorchServe's InferenceAPIsService; camserve.Client talks to it)",
-        f"  REST inference  {ep.rest}",
-        f"  management      {ep.management}  (gRPC: {ep.grpc_management})",
-        f"  keys            {server.key_file}",
-        "                  .inference.key for calls, .management.key for status; new keys on every start",
-        f"  logs            {server.log_dir}/",
-        "  stop            bash deploy/stop.sh",
-        "Call it from Python (SDK):",
+        f"  gRPC inference   {ep.grpc}  (TorchServe's InferenceAPIsService; camserve.Client talks to it)",
+        f"  gRPC management  {ep.grpc_management}",
+        f"  REST             {ep.rest}  (management {ep.management}, metrics {ep.metrics})",
+    ]
+    if auth:
+        lines += [
+            f'  keys             {key_file}  ("inference" key for calls, "management" for status;',
+            "                   new keys on every start)",
+        ]
+    else:
+        lines.append("  keys             none: token authorization is OFF for this server")
+    client_args = f'"{ep.grpc}", token_file="{key_file}"' if auth else f'"{ep.grpc}"'
+    run_dir_arg = "" if server.run_dir == DEFAULT_RUN_DIR else f" --run-dir {short(server.run_dir)}"
+    bearer = f'-H "Authorization: Bearer {key_cmd}" ' if auth else ""
+    lines += [
+        f"  logs             {short(server.log_dir)}/",
+        f"  stop             bash deploy/stop.sh{run_dir_arg}",
+        "Call it from Python with the SDK:",
         f"  {python} - <<'EOF'",
-        "  import json, camserve",
-        f"  key = json.load(open(\"{rel_key}\"))[\"inference\"][\"key\"]",
-        f"  with camserve.Client(\"{ep.grpc}\", token=key) as client:",
-        f"      result = client.explain([\"image.png\"], model=\"{model}\", methods=[\"gradcam\"])",
-        "      print(result)",
+        "  import camserve",
+        f"  with camserve.Client({client_args}) as client:",
+        f'      result = client.explain("{image}", model="{model}", methods=["gradcam", "guided_backprop"])',
+        "      print(result.top, result.methods)",
         "  EOF",
-        "Or with curl (a raw image in, JSON predictions and default maps out):",
-        f"  curl -H \"Authorization: Bearer {key_cmd}\" -H 'Content-Type: application/octet-stream' \\",
-        f"       --data-binary @image.png {ep.rest}/predictions/{model}",
-    ])  # fmt: skip
+        "Or with curl (raw image bytes in; JSON with predictions and the default maps out):",
+        f"  curl {bearer}\\",
+        f"       -H 'Content-Type: application/octet-stream' --data-binary @{image} {ep.rest}/predictions/{model}",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -606,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_dir=args.run_dir, model_store=args.model_store, models=args.models, bind=args.bind,
                 overrides=_overrides(args.overrides), timeout=args.timeout,
             )  # fmt: skip
-            print(_how_to_call(server))
+            print(how_to_call(server))
             if args.command == "run":
                 return _run_foreground(server)
             return 0
