@@ -1,0 +1,125 @@
+"""The two demo networks trained on the shapes data set.
+
+Both use plain, non-inplace :class:`torch.nn.ReLU` modules (one per use) so guided backprop and deconvnet can change
+their gradient rule with hooks, and neither contains a global operation before its head, so explanation maps stay
+local.
+
+* :class:`ShapesClassifier` — a small residual CNN: stride-2 stem, one residual block at 32x32, one strided and one
+  dilated residual block at 16x16, then global average pooling and a linear head, so CAM applies and the
+  automatically chosen Grad-CAM layer (the last block) has a 16x16 map at 64x64 input. (A prototype with an 8x8 last
+  map scored 0.86 on the pointing game; 16x16 scored 0.97.) The dilated last block widens the receptive field to
+  about 55 px without coarsening the map.
+* :class:`ShapesVAE` — a fully convolutional VAE with a spatial latent (``latent_channels`` x H/8 x W/8). Its encoder
+  and decoder each see a local neighbourhood only (3 stride-2 stages, no global pooling, no fully connected layer),
+  so which input pixels a reconstructed region depends on is a local question.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ResidualBlock", "ShapesClassifier", "ShapesVAE"]
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv + BN layers with an identity (or 1x1 projection) shortcut, ReLU after the sum."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut: nn.Module
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+        else:
+            self.shortcut = nn.Identity()
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu2(out + self.shortcut(x))
+
+
+class ShapesClassifier(nn.Module):
+    """Residual CNN for the shapes data set; input ``[B, 3, H, W]`` in [0, 1], output logits ``[B, num_classes]``.
+
+    Layers (at 64x64 input): ``stem`` 32x32, ``layer1`` 32x32, ``layer2`` 16x16, ``layer3`` 16x16 (dilated), then
+    ``pool`` (global average) and ``fc``.
+    """
+
+    def __init__(self, num_classes: int = 6, width: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width // 2, 3, 2, padding=1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU()
+        )
+        self.layer1 = ResidualBlock(width // 2, width)
+        self.layer2 = ResidualBlock(width, 2 * width, stride=2)
+        self.layer3 = ResidualBlock(2 * width, 2 * width, dilation=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(self.flatten(self.pool(x)))
+
+
+def _down(in_ch: int, out_ch: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, 4, 2, padding=1), nn.ReLU()]
+
+
+def _up(in_ch: int, out_ch: int) -> list[nn.Module]:
+    return [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, padding=1), nn.ReLU()]
+
+
+class ShapesVAE(nn.Module):
+    """Fully convolutional VAE with a spatial latent ``[B, latent_channels, H/8, W/8]``.
+
+    Images are in [0, 1] with no normalisation; the reconstruction goes through a sigmoid. ``forward`` is the
+    deterministic path ``decode(mu)``; training samples ``z = mu + exp(logvar / 2) * eps`` itself. Channel widths
+    grow as resolution shrinks (``widths`` at H/2, H/4, H/8) and the decoder mirrors them, ending in a narrow
+    full-resolution stage to keep the cost on CPU small.
+    """
+
+    def __init__(self, latent_channels: int = 32, widths: tuple[int, int, int] = (32, 64, 96)) -> None:
+        super().__init__()
+        w1, w2, w3 = widths
+        self.latent_channels = latent_channels
+        self.encoder = nn.Sequential(
+            *_down(3, w1),  # H/2
+            *_down(w1, w2),  # H/4
+            *_down(w2, w3),  # H/8
+            nn.Conv2d(w3, w3, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.to_mu = nn.Conv2d(w3, latent_channels, 1)
+        self.to_logvar = nn.Conv2d(w3, latent_channels, 1)
+        self.decoder = nn.Sequential(
+            nn.Conv2d(latent_channels, w3, 3, padding=1),
+            nn.ReLU(),
+            *_up(w3, w2),  # H/4
+            *_up(w2, w1),  # H/2
+            *_up(w1, w1 // 2),  # H
+            nn.Conv2d(w1 // 2, 3, 3, padding=1),
+            nn.Sigmoid(),
+        )
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(mu, logvar)``, each ``[B, latent_channels, H/8, W/8]``."""
+        h = self.encoder(x)
+        return self.to_mu(h), self.to_logvar(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Return the reconstruction ``[B, 3, 8*h, 8*w]`` in (0, 1)."""
+        out: torch.Tensor = self.decoder(z)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic reconstruction ``decode(mu(x))``."""
+        mu, _ = self.encode(x)
+        return self.decode(mu)

@@ -1,0 +1,368 @@
+"""Train the demo models deterministically on CPU and write their weights and manifest.
+
+Usage::
+
+    python -m model_store.train [--which classifier|vae|all] [--out DIR]
+
+Both models train on the same cached block of the ``train`` split (rendered once, in memory), with random dihedral
+augmentation (rotations by 90 degrees and flips map every shape class onto itself). Validation runs on the ``val``
+split after each epoch (logged only: nothing is selected on it) and the final metrics on the ``test`` split, whose
+seeds no training image shares. Determinism: fixed seeds, ``torch.use_deterministic_algorithms(True)`` and a fixed
+thread count of 2; the same command on the same torch build reproduces the same weights.
+
+Outputs in ``model_store/weights/``: ``shapes-classifier.pt``, ``shapes-vae.pt`` (float32 state_dicts) and
+``manifest.json`` (per model: seed, epochs, data ranges, training time, held-out metrics, sha256, torch version).
+Training one model keeps the other's manifest entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model_store import data
+from model_store.models import ShapesClassifier, ShapesVAE
+
+__all__ = [
+    "WEIGHTS_DIR",
+    "ClassifierConfig",
+    "VAEConfig",
+    "classifier_accuracy",
+    "main",
+    "sha256_file",
+    "vae_locality",
+    "vae_mse",
+]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MANIFEST_NAME = "manifest.json"
+FILES = {"shapes-classifier": "shapes-classifier.pt", "shapes-vae": "shapes-vae.pt"}
+THREADS = 2
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Hyper-parameters of the classifier run (all recorded in the manifest)."""
+
+    seed: int = 0
+    epochs: int = 8
+    train_size: int = 20000
+    val_size: int = 1000
+    test_size: int = 2000
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    width: int = 32
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Hyper-parameters of the VAE run. ``beta`` weighs the KL term against the per-image squared error sum."""
+
+    seed: int = 1
+    epochs: int = 8
+    train_size: int = 20000
+    val_size: int = 500
+    test_size: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-3
+    beta: float = 1e-3
+    latent_channels: int = 32
+    widths: tuple[int, int, int] = (32, 64, 96)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _set_determinism(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _render(split: str, count: int, size: int = data.DEFAULT_SIZE) -> data.Batch:
+    t0 = time.perf_counter()
+    batch = data.make_batch(split, 0, count, size)
+    _log(f"rendered {count} {split} images in {time.perf_counter() - t0:.1f}s")
+    return batch
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Apply one random element of the dihedral group D4 to the whole batch (the classes are invariant under it)."""
+    k = int(torch.randint(0, 4, (1,), generator=gen))
+    flip = bool(torch.randint(0, 2, (1,), generator=gen))
+    x = torch.rot90(x, k, dims=(2, 3))
+    return torch.flip(x, dims=(3,)) if flip else x
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    return list(torch.randperm(n, generator=gen).split(batch_size))
+
+
+@torch.no_grad()
+def classifier_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on float images ``[N, 3, H, W]``."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        correct += int((model(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum())
+    return correct / max(1, len(labels))
+
+
+@torch.no_grad()
+def vae_mse(model: ShapesVAE, images: torch.Tensor, batch_size: int = 256) -> float:
+    """Mean squared error per pixel and channel of the deterministic reconstruction ``decode(mu(x))``."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size]
+        total += float(F.mse_loss(model(x), x, reduction="sum"))
+    return total / max(1, images.numel())
+
+
+def vae_locality(
+    model: ShapesVAE, images: torch.Tensor, region: int = 8, grows: Sequence[int] = (0, 4, 8, 16), seed: int = 0
+) -> dict[str, float]:
+    """Plain-autograd check of area-saliency locality: one random ``region``-sized box per image.
+
+    For each image the score is the sum of the reconstruction over the box; the map is ``|d score / d x|`` summed
+    over channels. Reports the mean share of map mass inside the box grown by each of ``grows`` pixels (clipped to
+    the image) and the mean distance in pixels from the map's centre of mass to the box centre. This is the
+    training-time acceptance check only; the engine's ``area_saliency`` is what the benchmark reports.
+    """
+    model.eval()
+    n, _, h, w = images.shape
+    gen = np.random.default_rng(seed)
+    x0 = gen.integers(0, w - region + 1, n)
+    y0 = gen.integers(0, h - region + 1, n)
+    x = images.clone().requires_grad_(True)
+    recon = model(x)
+    ys = torch.arange(h)[None, :, None]
+    xs = torch.arange(w)[None, None, :]
+    tx0, ty0 = torch.as_tensor(x0)[:, None, None], torch.as_tensor(y0)[:, None, None]
+    box = (xs >= tx0) & (xs < tx0 + region) & (ys >= ty0) & (ys < ty0 + region)  # [n, h, w]
+    score = (recon * box[:, None]).sum()  # images are independent (no batch statistics), so one backward suffices
+    (grad,) = torch.autograd.grad(score, x)
+    mass = grad.abs().sum(1)  # [n, h, w]
+    total = mass.sum((1, 2)).clamp_min(1e-12)
+    out: dict[str, float] = {}
+    for g in grows:
+        grown = (xs >= tx0 - g) & (xs < tx0 + region + g) & (ys >= ty0 - g) & (ys < ty0 + region + g)
+        out[f"mass_within_{g}px"] = float(((mass * grown).sum((1, 2)) / total).mean())
+    cy = (mass * ys).sum((1, 2)) / total
+    cx = (mass * xs).sum((1, 2)) / total
+    centre_y = torch.as_tensor(y0) + (region - 1) / 2
+    centre_x = torch.as_tensor(x0) + (region - 1) / 2
+    out["com_distance_px"] = float(torch.sqrt((cy - centre_y) ** 2 + (cx - centre_x) ** 2).mean())
+    out["regions"] = float(n)
+    return out
+
+
+def _run_epochs(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    train_x: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    gen: torch.Generator,
+    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    after_epoch: Callable[[int, float], None],
+) -> None:
+    for epoch in range(epochs):
+        model.train()
+        running, count = 0.0, 0
+        for idx in _batches(len(train_x), batch_size, gen):
+            loss = step(_augment(train_x[idx], gen), idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            sched.step()
+            running += float(loss.detach()) * len(idx)
+            count += len(idx)
+        after_epoch(epoch, running / max(1, count))
+
+
+def train_classifier(cfg: ClassifierConfig, train: data.Batch) -> tuple[ShapesClassifier, dict[str, Any]]:
+    """Train the classifier on the first ``cfg.train_size`` images of ``train``; return it and its manifest entry."""
+    _set_determinism(cfg.seed)
+    t0 = time.perf_counter()
+    train_x = data.to_tensor(train.images[: cfg.train_size])
+    train_y = torch.from_numpy(train.labels[: cfg.train_size])
+    val = _render("val", cfg.val_size)
+    val_x, val_y = data.to_tensor(val.images), torch.from_numpy(val.labels)
+    model = ShapesClassifier(num_classes=len(data.SHAPE_CLASSES), width=cfg.width)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(len(train_x) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def step(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), train_y[idx])
+
+    def after_epoch(epoch: int, loss: float) -> None:
+        acc = classifier_accuracy(model, val_x, val_y)
+        _log(
+            f"classifier epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} val acc {acc:.4f} "
+            f"({time.perf_counter() - t0:.0f}s)"
+        )
+
+    _run_epochs(model, opt, sched, train_x, cfg.epochs, cfg.batch_size, gen, step, after_epoch)
+    train_seconds = time.perf_counter() - t0
+    test = _render("test", cfg.test_size)
+    acc = classifier_accuracy(model, data.to_tensor(test.images), torch.from_numpy(test.labels))
+    _log(f"classifier test accuracy {acc:.4f} on {cfg.test_size} images; trained in {train_seconds:.0f}s")
+    model.eval()
+    entry = {
+        "class": "ShapesClassifier",
+        "config": dataclasses.asdict(cfg),
+        "data": _data_entry(cfg.train_size, cfg.val_size, cfg.test_size),
+        "train_seconds": round(train_seconds, 1),
+        "metrics": {"test_accuracy": round(acc, 4), "test_images": cfg.test_size},
+    }
+    return model, entry
+
+
+def train_vae(cfg: VAEConfig, train: data.Batch) -> tuple[ShapesVAE, dict[str, Any]]:
+    """Train the VAE on the first ``cfg.train_size`` images of ``train``; return it and its manifest entry."""
+    _set_determinism(cfg.seed)
+    t0 = time.perf_counter()
+    train_x = data.to_tensor(train.images[: cfg.train_size])
+    val_x = data.to_tensor(_render("val", cfg.val_size).images)
+    model = ShapesVAE(latent_channels=cfg.latent_channels, widths=cfg.widths)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    steps = cfg.epochs * math.ceil(len(train_x) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def step(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        mu, logvar = model.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
+        recon = model.decode(z)
+        sse = F.mse_loss(recon, x, reduction="sum") / len(x)
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
+        return sse + cfg.beta * kl
+
+    def after_epoch(epoch: int, loss: float) -> None:
+        _log(
+            f"vae epoch {epoch + 1}/{cfg.epochs} loss {loss:.2f} val mse {vae_mse(model, val_x):.5f} "
+            f"({time.perf_counter() - t0:.0f}s)"
+        )
+
+    _run_epochs(model, opt, sched, train_x, cfg.epochs, cfg.batch_size, gen, step, after_epoch)
+    train_seconds = time.perf_counter() - t0
+    test_x = data.to_tensor(_render("test", cfg.test_size).images)
+    mse = vae_mse(model, test_x)
+    locality = vae_locality(model, test_x[:200])
+    _log(f"vae test mse {mse:.5f} on {cfg.test_size} images; locality {locality}; trained in {train_seconds:.0f}s")
+    model.eval()
+    entry = {
+        "class": "ShapesVAE",
+        "config": dataclasses.asdict(cfg),
+        "data": _data_entry(cfg.train_size, cfg.val_size, cfg.test_size),
+        "train_seconds": round(train_seconds, 1),
+        "metrics": {
+            "test_recon_mse": round(mse, 6),
+            "test_images": cfg.test_size,
+            "area_saliency_locality_8x8": {k: round(v, 4) for k, v in locality.items()},
+        },
+    }
+    return model, entry
+
+
+def _data_entry(train_size: int, val_size: int, test_size: int) -> dict[str, Any]:
+    return {
+        "generator": "model_store.data",
+        "image_size": data.DEFAULT_SIZE,
+        "classes": list(data.SHAPE_CLASSES),
+        "train": {"split": "train", "start": 0, "count": train_size},
+        "val": {"split": "val", "start": 0, "count": val_size},
+        "test": {"split": "test", "start": 0, "count": test_size},
+    }
+
+
+def _save(model: nn.Module, name: str, entry: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / FILES[name]
+    state = {k: v.detach().to(torch.float32) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save(state, path)
+    entry = {
+        "file": FILES[name],
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "dtype": "float32",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **entry,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": THREADS,
+    }
+    _log(f"wrote {path} ({entry['bytes']} bytes, sha256 {entry['sha256']})")
+    return entry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--which", choices=("classifier", "vae", "all"), default="all")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the package's)")
+    parser.add_argument("--epochs", type=int, default=None, help="override both models' epochs (for quick trials)")
+    parser.add_argument("--train-size", type=int, default=None, help="override the training set size")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("train_size", args.train_size)) if v is not None}
+    ccfg = dataclasses.replace(ClassifierConfig(), **overrides)
+    vcfg = dataclasses.replace(VAEConfig(), **overrides)
+    torch.set_num_threads(THREADS)
+    todo = ("classifier", "vae") if args.which == "all" else (args.which,)
+    n_train = max(ccfg.train_size if "classifier" in todo else 0, vcfg.train_size if "vae" in todo else 0)
+    t_all = time.perf_counter()
+    train = _render("train", n_train)
+    manifest_path = args.out / MANIFEST_NAME
+    manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.setdefault("models", {})
+    if "classifier" in todo:
+        model, entry = train_classifier(ccfg, train)
+        manifest["models"]["shapes-classifier"] = _save(model, "shapes-classifier", entry, args.out)
+    if "vae" in todo:
+        vae, ventry = train_vae(vcfg, train)
+        manifest["models"]["shapes-vae"] = _save(vae, "shapes-vae", ventry, args.out)
+    manifest["note"] = "Written by `python -m model_store.train`; train_seconds exclude rendering the shared train set."
+    manifest["last_run"] = {
+        "which": args.which,
+        "total_seconds": round(time.perf_counter() - t_all, 1),
+        "cpu_threads": THREADS,
+        "host_cpus": __import__("os").cpu_count(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _log(f"wrote {manifest_path}; total {manifest['last_run']['total_seconds']}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
