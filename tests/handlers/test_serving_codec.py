@@ -1,0 +1,423 @@
+"""Request validation with precise field paths, REST parameter parsing, response sizing and encoding (no engine)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from camserve._gen.camserve.v1 import explain_pb2
+from PIL import Image
+from serving_helpers import png_bytes, request
+
+from handlers.engine.errors import CamserveError, InternalError, InvalidArgumentError, ResourceExhaustedError
+from handlers.serving._codec import (
+    Capabilities,
+    ImageFailure,
+    ImageInput,
+    ImageOutcome,
+    MapResult,
+    MethodShape,
+    ParsedRequest,
+    PredictionResult,
+    Timing,
+    check_response_size,
+    encode_json,
+    encode_response,
+    error_message,
+    parse_request,
+    request_from_rest,
+    response_size_bound,
+)
+from handlers.serving._config import Limits
+from handlers.serving._images import Preprocessor
+from handlers.serving._maps import Encoded, decode_array
+
+LIMITS = Limits(max_images=4, max_top_k=2, max_regions=3, max_image_bytes=100_000, max_pixels=10_000)
+PRE = Preprocessor((8, 8), 8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def classifier_caps(**overrides: object) -> Capabilities:
+    caps = Capabilities(
+        kind="classifier",
+        methods=("saliency", "gradcam", "guided_gradcam"),
+        default_methods=("gradcam",),
+        layers=("layer3", "layer4"),
+        default_layers=("layer4",),
+        layer_methods=frozenset({"gradcam", "guided_gradcam"}),
+        layer_grids={"layer3": (4, 4), "layer4": (2, 2)},
+        method_shapes={
+            "saliency": MethodShape(False, (3, 8, 8)),
+            "gradcam": MethodShape(True),
+            "guided_gradcam": MethodShape(False, (3, 8, 8)),
+        },
+        labels=("cat", "dog", "car"),
+        num_classes=3,
+        input_size=(8, 8),
+        limits=LIMITS,
+    )
+    return replace(caps, **overrides)  # type: ignore[arg-type]
+
+
+def vae_caps() -> Capabilities:
+    return replace(
+        classifier_caps(),
+        kind="vae",
+        methods=("area_saliency", "area_gradcam"),
+        default_methods=("area_saliency",),
+        layer_methods=frozenset({"area_gradcam"}),
+        method_shapes={"area_saliency": MethodShape(False, (3, 8, 8)), "area_gradcam": MethodShape(True)},
+        labels=None,
+        num_classes=0,
+    )
+
+
+def parse(msg: explain_pb2.ExplainRequest, caps: Capabilities | None = None) -> ParsedRequest:
+    return parse_request(msg.SerializeToString(), caps or classifier_caps(), PRE)
+
+
+def rejected(msg: explain_pb2.ExplainRequest, caps: Capabilities | None = None) -> CamserveError:
+    with pytest.raises(CamserveError) as err:
+        parse(msg, caps)
+    return err.value
+
+
+def image_error(msg: explain_pb2.ExplainRequest, index: int = 0, caps: Capabilities | None = None) -> CamserveError:
+    item = parse(msg, caps).images[index]
+    assert isinstance(item, ImageFailure), item
+    return item.error
+
+
+GOOD = png_bytes(8, 8)
+
+
+# ---- parsing
+
+
+def test_defaults_are_resolved() -> None:
+    parsed = parse(request([GOOD, GOOD], request_id="r-1"))
+    assert parsed.request_id == "r-1" and not parsed.describe
+    assert parsed.methods == ("gradcam",) and parsed.layers == ("layer4",)
+    assert parsed.output.encoding == "FLOAT16" and parsed.output.resolution == "NATIVE"
+    assert parsed.output.top_predictions == 3  # 5 by default, capped at the number of classes
+    [a, b] = parsed.images
+    assert isinstance(a, ImageInput) and isinstance(b, ImageInput)
+    assert a.pixels.shape == (3, 8, 8) and a.target.top_k == 1 and a.target.class_ids is None
+
+
+def test_methods_and_layers_are_deduplicated_and_layers_skipped_without_layer_methods() -> None:
+    parsed = parse(request([GOOD], methods=["saliency", "gradcam", "saliency"], layers=["layer3", "layer3"]))
+    assert parsed.methods == ("saliency", "gradcam") and parsed.layers == ("layer3",)
+    assert parse(request([GOOD], methods=["saliency"], layers=["layer3"])).layers == ()
+
+
+def test_class_names_become_ids_and_per_image_targets_override() -> None:
+    msg = request([GOOD, GOOD])
+    msg.target.class_names.extend(["car", "cat"])
+    msg.images[1].target.top_k = 2
+    a, b = parse(msg).valid_images
+    assert a.target.class_ids == (2, 0) and a.target.count == 2
+    assert b.target.top_k == 2 and b.target.class_ids is None
+
+
+def test_describe_needs_no_images() -> None:
+    parsed = parse(explain_pb2.ExplainRequest(describe=True))
+    assert parsed.describe and parsed.images == ()
+
+
+@pytest.mark.parametrize(
+    ("build", "code", "field"),
+    [
+        (lambda m: m.methods.append("occlusion"), "INVALID_ARGUMENT", "methods[0]"),
+        (lambda m: m.methods.extend(["gradcam", "area_saliency"]), "INVALID_ARGUMENT", "methods[1]"),
+        (lambda m: m.layers.extend(["layer4", "fc"]), "NOT_FOUND", "layers[1]"),
+        (lambda m: m.target.class_names.extend(["cat", "zebra"]), "NOT_FOUND", "target.class_names[1]"),
+        (lambda m: m.target.class_ids.append(3), "INVALID_ARGUMENT", "target.class_ids[0]"),
+        (lambda m: m.target.class_ids.append(-1), "INVALID_ARGUMENT", "target.class_ids[0]"),
+        (lambda m: m.target.class_ids.extend([0, 1, 2]), "INVALID_ARGUMENT", "target.class_ids"),
+        (lambda m: m.target.class_ids.extend([1, 1]), "INVALID_ARGUMENT", "target.class_ids"),
+        (lambda m: setattr(m.target, "top_k", 3), "INVALID_ARGUMENT", "target.top_k"),
+        (lambda m: (setattr(m.target, "top_k", 1), m.target.class_ids.append(0)), "INVALID_ARGUMENT", "target"),
+        (lambda m: m.regions.add(box=explain_pb2.Box(x0=0, y0=0, x1=2, y1=2)), "INVALID_ARGUMENT", "regions"),
+        (
+            lambda m: setattr(m.output, "include_reconstruction", True),
+            "INVALID_ARGUMENT",
+            "output.include_reconstruction",
+        ),
+        (lambda m: setattr(m.output, "encoding", 9), "INVALID_ARGUMENT", "output.encoding"),
+        (lambda m: setattr(m, "request_id", "x" * 300), "INVALID_ARGUMENT", "request_id"),
+        (lambda m: m.images.extend([explain_pb2.Image(encoded=GOOD)] * 4), "RESOURCE_EXHAUSTED", "images"),
+    ],
+)
+def test_request_level_errors_name_the_field(build: object, code: str, field: str) -> None:
+    msg = request([GOOD])
+    build(msg)  # type: ignore[operator]
+    err = rejected(msg)
+    assert (err.code, err.field) == (code, field), err.message
+
+
+def test_no_images_and_malformed_bytes() -> None:
+    assert rejected(explain_pb2.ExplainRequest()).field == "images"
+    with pytest.raises(InvalidArgumentError) as err:
+        parse_request(b"\x0a\xff\xff\xff\xff\x0f", classifier_caps(), PRE)
+    assert err.value.field == "request"
+
+
+def test_class_names_need_labels() -> None:
+    msg = request([GOOD])
+    msg.target.class_names.append("cat")
+    assert "no labels" in rejected(msg, classifier_caps(labels=None)).message
+
+
+def test_one_bad_image_does_not_fail_the_others() -> None:
+    msg = request([GOOD, b"not an image", GOOD])
+    msg.images.add(id="empty")  # neither encoded nor pixels
+    msg.images[2].target.class_ids.append(7)  # per-image target out of range
+    parsed = parse(msg)
+    assert isinstance(parsed.images[0], ImageInput)
+    assert image_error(msg, 1).field == "images[1].encoded"
+    assert image_error(msg, 2).field == "images[2].target.class_ids[0]"
+    err = image_error(msg, 3)
+    assert err.field == "images[3]" and parsed.images[3].id == "empty"
+
+
+def test_image_caps_and_raw_pixels() -> None:
+    big = request([png_bytes(101, 100)])
+    assert image_error(big).code == "RESOURCE_EXHAUSTED"
+    pixels = np.random.default_rng(0).random((3, 8, 8), dtype=np.float32)
+    msg = explain_pb2.ExplainRequest()
+    msg.images.add().pixels.CopyFrom(
+        explain_pb2.Tensor(shape=[3, 8, 8], encoding=explain_pb2.FLOAT32, data=pixels.tobytes())
+    )
+    [item] = parse(msg).images
+    assert isinstance(item, ImageInput) and torch.equal(item.pixels, torch.from_numpy(pixels))
+    msg.images[0].pixels.encoding = explain_pb2.PNG
+    assert image_error(msg).field == "images[0].pixels.encoding"
+    msg.images[0].pixels.encoding = explain_pb2.FLOAT16
+    assert image_error(msg).field == "images[0].pixels.data"
+
+
+# ---- VAE regions
+
+
+def vae_request(*regions: explain_pb2.Region) -> explain_pb2.ExplainRequest:
+    msg = request([GOOD])
+    msg.regions.extend(regions)
+    return msg
+
+
+def box(x0: int, y0: int, x1: int, y1: int) -> explain_pb2.Region:
+    return explain_pb2.Region(box=explain_pb2.Box(x0=x0, y0=y0, x1=x1, y1=y1))
+
+
+def mask(height: int, width: int, data: bytes) -> explain_pb2.Region:
+    return explain_pb2.Region(mask=explain_pb2.Mask(height=height, width=width, data=data))
+
+
+def test_vae_regions_parse_and_default_to_the_whole_image() -> None:
+    inside = np.zeros((8, 8), dtype=np.uint8)
+    inside[2:4, 3] = 1
+    [item] = parse(vae_request(box(0, 0, 8, 8), mask(8, 8, inside.tobytes())), vae_caps()).valid_images
+    assert item.regions[0].box == (0, 0, 8, 8)
+    assert item.regions[1].mask is not None and int(item.regions[1].mask.sum()) == 2
+    [default] = parse(request([GOOD]), vae_caps()).valid_images
+    assert [r.box for r in default.regions] == [(0, 0, 8, 8)]
+
+
+@pytest.mark.parametrize(
+    ("region", "field"),
+    [
+        (box(0, 0, 9, 8), "regions[0].box"),  # out of bounds
+        (box(4, 0, 2, 8), "regions[0].box"),  # inverted
+        (box(2, 2, 2, 5), "regions[0].box"),  # empty
+        (box(-1, 0, 2, 2), "regions[0].box"),
+        (mask(4, 4, b"\1" * 16), "regions[0].mask"),  # wrong shape
+        (mask(8, 8, b"\1" * 10), "regions[0].mask.data"),
+        (mask(8, 8, b"\0" * 64), "regions[0].mask"),  # selects nothing
+        (explain_pb2.Region(), "regions[0]"),
+    ],
+)
+def test_bad_vae_regions(region: explain_pb2.Region, field: str) -> None:
+    err = rejected(vae_request(region), vae_caps())
+    assert err.code == "INVALID_ARGUMENT" and err.field == field, err.message
+
+
+def test_vae_region_limits_and_targets() -> None:
+    assert rejected(vae_request(*[box(0, 0, 2, 2)] * 4), vae_caps()).code == "RESOURCE_EXHAUSTED"
+    msg = request([GOOD])
+    msg.target.top_k = 1
+    assert rejected(msg, vae_caps()).field == "target"
+    per_image = request([GOOD])
+    per_image.images[0].regions.append(box(0, 0, 20, 2))
+    assert image_error(per_image, 0, vae_caps()).field == "images[0].regions[0].box"
+
+
+# ---- REST parameters
+
+
+def test_rest_request_from_image_and_query() -> None:
+    msg = request_from_rest(GOOD, {"methods": "gradcam, saliency", "layers": "layer3", "top_k": "2"})
+    assert msg.images[0].encoded == GOOD
+    assert list(msg.methods) == ["gradcam", "saliency"] and list(msg.layers) == ["layer3"] and msg.target.top_k == 2
+    regions = request_from_rest(GOOD, {"regions": "0,0,4,4;2,2,6,6"}).regions
+    assert [(r.box.x0, r.box.x1) for r in regions] == [(0, 4), (2, 6)]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"top_k": "two"}, "top_k"),
+        ({"top_k": "0"}, "top_k"),
+        ({"regions": "1,2,3"}, "regions[0]"),
+        ({"method": "gradcam"}, "method"),
+    ],
+)
+def test_rest_parameter_errors(params: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidArgumentError) as err:
+        request_from_rest(GOOD, params)
+    assert err.value.field == field
+
+
+# ---- sizing and encoding
+
+
+def fake_outcome(parsed: ParsedRequest, image: ImageInput, caps: Capabilities, seed: int = 0) -> ImageOutcome:
+    """What the engine would return: random maps of the planned native shapes, targets as the request says."""
+    gen = torch.Generator().manual_seed(seed)
+    targets = image.target.class_ids or tuple(range(image.target.top_k or 1))
+    maps = [
+        MapResult(method, layer, t, torch.rand(caps.map_shape(method, layer), generator=gen))
+        for method in parsed.methods
+        for layer in (parsed.layers if method in caps.layer_methods else ("",))
+        for t in targets
+    ]
+    maps.reverse()  # the encoder orders maps by request order, whatever order they come in
+    preds = tuple(PredictionResult(i, 1 / 3, 0.5, label) for i, label in enumerate(caps.labels or ()))
+    return ImageOutcome(preds[: parsed.output.top_predictions], tuple(maps), tuple(targets))
+
+
+@pytest.mark.parametrize("encoding", [0, explain_pb2.FLOAT32, explain_pb2.UINT8, explain_pb2.PNG])
+@pytest.mark.parametrize("resolution", [explain_pb2.NATIVE, explain_pb2.INPUT])
+def test_encoded_response_fits_its_bound_and_keeps_request_order(encoding: int, resolution: int) -> None:
+    caps = classifier_caps()
+    msg = request([GOOD, GOOD, b"bad"], methods=["guided_gradcam", "saliency", "gradcam"], layers=["layer4", "layer3"])
+    msg.target.top_k = 2
+    msg.output.encoding = encoding  # type: ignore[assignment]
+    msg.output.resolution = resolution  # type: ignore[assignment]
+    parsed = parse(msg, caps)
+    outcomes = {im.index: fake_outcome(parsed, im, caps, im.index) for im in parsed.valid_images}
+    response = encode_response(
+        parsed, outcomes, caps, model_name="m", model_version="1", versions={"torch": "x"}, timing=Timing(1, 2, 3, 4)
+    )
+    size = len(response.SerializeToString())
+    assert size <= response_size_bound(parsed, caps)
+    first = response.results[0]
+    order = [(m.method, m.layer, m.target) for m in first.maps]
+    assert order == [
+        (method, layer, t)
+        for method, layers in (
+            ("guided_gradcam", ("layer4", "layer3")),
+            ("saliency", ("",)),
+            ("gradcam", ("layer4", "layer3")),
+        )
+        for layer in layers
+        for t in (0, 1)
+    ]
+    gradcam = next(m for m in first.maps if m.method == "gradcam" and m.layer == "layer3")
+    expected_shape = [8, 8] if resolution == explain_pb2.INPUT else [4, 4]
+    assert list(gradcam.data.shape) == expected_shape
+    assert response.results[2].error.field == "images[2].encoded" and not response.results[2].maps
+    assert response.timing.batch_size == 4 and response.versions["torch"] == "x"
+    assert first.geometry.input_width == 8 and first.geometry.crop.x1 == 8
+
+
+def test_float16_maps_round_trip_through_the_response() -> None:
+    caps = classifier_caps()
+    parsed = parse(request([GOOD], methods=["gradcam", "saliency"]), caps)
+    [image] = parsed.valid_images
+    outcome = fake_outcome(parsed, image, caps)
+    response = encode_response(
+        parsed, {0: outcome}, caps, model_name="", model_version="", versions={}, timing=Timing()
+    )
+    for sent, got in zip(
+        sorted(outcome.maps, key=lambda m: m.method),
+        sorted(response.results[0].maps, key=lambda m: m.method),
+        strict=True,
+    ):
+        tensor = got.data
+        assert tensor.encoding == explain_pb2.FLOAT16
+        back = decode_array(Encoded(tuple(tensor.shape), "FLOAT16", tensor.data))
+        np.testing.assert_allclose(back, sent.values.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_group_error_reaches_only_its_images() -> None:
+    caps = classifier_caps()
+    parsed = parse(request([GOOD, GOOD]), caps)
+    outcomes = {0: fake_outcome(parsed, parsed.valid_images[0], caps), 1: ResourceExhaustedError("out of memory")}
+    response = encode_response(parsed, outcomes, caps, model_name="", model_version="", versions={}, timing=Timing())
+    assert response.results[0].maps and not response.results[0].error.code
+    assert response.results[1].error.code == "RESOURCE_EXHAUSTED" and not response.results[1].maps
+
+
+def test_oversized_requests_are_refused_before_work() -> None:
+    caps = classifier_caps()
+    msg = request([GOOD] * 4, methods=["saliency", "guided_gradcam"], layers=["layer3", "layer4"])
+    msg.target.top_k = 2
+    parsed = parse(msg, caps)
+    bound = response_size_bound(parsed, caps)
+    check_response_size(parsed, caps)  # fits the default 6 MB
+    tight = replace(caps, limits=replace(LIMITS, max_response_bytes=bound - 1))
+    with pytest.raises(ResourceExhaustedError, match=str(bound)) as err:
+        check_response_size(parse(msg, tight), tight)
+    assert err.value.field == "output"
+    uint8 = msg.__deepcopy__()
+    uint8.output.encoding = explain_pb2.UINT8
+    check_response_size(parse(uint8, tight), tight)  # a smaller encoding fits
+
+
+def test_unknown_errors_become_generic_internal(caplog: pytest.LogCaptureFixture) -> None:
+    err = error_message(KeyError("secret internal detail"))
+    assert err.code == "INTERNAL" and "secret" not in err.message
+    assert "secret internal detail" in caplog.text
+    typed = error_message(InternalError("shown as is", field="x"))
+    assert (typed.code, typed.message, typed.field) == ("INTERNAL", "shown as is", "x")
+
+
+def test_rest_json_is_readable() -> None:
+    caps = classifier_caps()
+    parsed = parse(request_from_rest(GOOD, {"methods": "gradcam,saliency"}), caps)
+    [image] = parsed.valid_images
+    outcome = fake_outcome(parsed, image, caps)
+    status, body = encode_json(
+        parsed, {0: outcome}, caps, model_name="m", model_version="1", timing=Timing(batch_size=2)
+    )
+    assert status == 200
+    assert len(body) <= response_size_bound(parsed, caps, as_json=True)
+    doc = json.loads(body)
+    assert doc["model"] == "m" and doc["predictions"][0] == {
+        "class_id": 0,
+        "label": "cat",
+        "score": 0.3333,
+        "logit": 0.5,
+    }
+    gradcam, saliency = doc["maps"]
+    assert (gradcam["method"], gradcam["layer"], gradcam["shape"]) == ("gradcam", "layer4", [2, 2])
+    expected = next(m for m in outcome.maps if m.method == "gradcam").values
+    np.testing.assert_allclose(np.array(gradcam["values"]), expected.numpy(), rtol=1e-3)
+    assert saliency["shape"] == [3, 8, 8] and np.array(saliency["values"]).shape == (3, 8, 8)  # 192 values: listed
+    with Image.open(io.BytesIO(base64.b64decode(saliency["png"]))) as png:
+        assert png.size == (8, 8) and png.mode == "RGB"
+    assert doc["geometry"] == {"original_size": [8, 8], "crop": [0, 0, 8, 8], "input_size": [8, 8]}
+    assert doc["timing"]["batch_size"] == 2
+
+
+def test_rest_json_errors_carry_http_status() -> None:
+    caps = classifier_caps()
+    parsed = parse(request_from_rest(b"junk", {}), caps)
+    status, body = encode_json(parsed, {}, caps, model_name="m", model_version="", timing=Timing())
+    assert status == 400
+    assert json.loads(body)["error"]["field"] == "body"
