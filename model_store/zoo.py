@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from handlers.engine.errors import InvalidArgumentError, NotFoundError
-from model_store import data
+from model_store import data, imagenet
 from model_store.models import ShapesClassifier, ShapesVAE
 from model_store.train import FILES, MANIFEST_NAME, WEIGHTS_DIR, sha256_file
 
@@ -165,8 +165,7 @@ def _shapes_info(kind: str) -> Callable[[], dict[str, Any]]:
 REGISTRY: dict[str, ModelEntry] = {
     "shapes-classifier": ModelEntry(build=_build_classifier, info=_shapes_info("classifier")),
     "shapes-vae": ModelEntry(build=_build_vae, info=_shapes_info("vae")),
-    # Hook: further named models are one line each, e.g.
-    # "efficientnet-lite0": ModelEntry(build=imagenet.build, info=imagenet.info),
+    "efficientnet-lite0": ModelEntry(build=imagenet.build, info=imagenet.info),  # model_store/imagenet.py (issue 7)
 }
 """Named models. Specs with the ``torchvision:`` prefix are handled separately (any architecture by name)."""
 

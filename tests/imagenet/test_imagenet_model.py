@@ -196,3 +196,16 @@ def test_top1_on_the_sample_photographs(lite0: nn.Module, samples: dict[str, Sam
 
     # No ImageNet class fits an astronaut: whatever the model says, it says it with low confidence.
     assert tops["astronaut"][0][1] < 0.5
+
+
+def test_zoo_entry_builds_the_packaged_model(lite0: nn.Module) -> None:
+    from model_store import zoo
+
+    assert "efficientnet-lite0" in zoo.specs()
+    model = zoo.build("efficientnet-lite0")
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    x = torch.randn(1, 3, *imagenet.INPUT_SIZE, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(model(x), lite0(x))
+    assert zoo.info("efficientnet-lite0") == imagenet.info()
