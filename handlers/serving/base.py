@@ -53,6 +53,7 @@ from handlers.engine.errors import (
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
+    UnavailableError,
 )
 from handlers.serving._codec import (
     Capabilities,
@@ -138,6 +139,13 @@ def exit_if_sticky_cuda_error(exc: BaseException, *, exit_fn: Callable[[int], An
         handler.flush()
     (exit_fn or os._exit)(STICKY_EXIT_STATUS)
     return True
+
+
+def _serving_error(exc: BaseException) -> CamserveError:
+    """The in-band error for an exception met while serving; exits the worker first on a sticky CUDA error."""
+    if exit_if_sticky_cuda_error(exc):
+        return UnavailableError("the worker's GPU failed and the worker is restarting; retry the request")
+    return to_camserve_error(exc)
 
 
 def select_device(gpu_id: object) -> torch.device:
@@ -310,8 +318,7 @@ class ExplainHandler(ABC):
             served = self.inference(prepared)
             return self.postprocess(served, context, batch_size=len(data))
         except Exception as exc:  # a bug of ours: answer every item in band instead of failing the batch
-            exit_if_sticky_cuda_error(exc)
-            error = to_camserve_error(exc)
+            error = _serving_error(exc)
             return [self._answer_error(i, row, context, error) for i, row in enumerate(data)]
 
     def preprocess(self, data: Sequence[Any], context: Any) -> list[Prepared]:
@@ -358,9 +365,7 @@ class ExplainHandler(ABC):
                 if len(results) != len(images):
                     raise InternalError(f"the engine returned {len(results)} results for {len(images)} images")
             except Exception as exc:
-                exit_if_sticky_cuda_error(exc)
-                error = to_camserve_error(exc)
-                results = [error] * len(images)
+                results = [_serving_error(exc)] * len(images)
             share = _ms_since(start) / len(images)
             for (item_index, image), result in zip(members, results, strict=True):
                 outcomes[item_index][image.index] = result
@@ -384,8 +389,7 @@ class ExplainHandler(ABC):
                 return self._encode_json(served, context, batch_size, start)
             return self._encode_proto(served, context, batch_size, start)
         except Exception as exc:
-            exit_if_sticky_cuda_error(exc)
-            return self._answer_error(item.index, None, context, to_camserve_error(exc), reply=item.reply)
+            return self._answer_error(item.index, None, context, _serving_error(exc), reply=item.reply)
 
     def _encode_proto(self, served: Served, context: Any, batch_size: int, start: float) -> bytes:
         item, loaded = served.item, self.loaded
