@@ -62,6 +62,12 @@ def java_major() -> int | None:
     return None
 
 
+@pytest.fixture(scope="session")
+def serverctl_module() -> ModuleType:
+    """deploy/serverctl.py (config rendering, endpoints, start/stop) for tests that check it directly."""
+    return serverctl()
+
+
 @dataclass(frozen=True)
 class CamserveServer:
     """A running test server and how to reach it.
