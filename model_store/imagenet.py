@@ -22,11 +22,22 @@ The layer names the explanation engine sees (``model.named_modules()``):
   1280 channels and its batch norm at 7x7; then ``_avg_pooling``, ``_dropout``, ``_fc``.
 * Activations are ``nn.ReLU6`` modules named ``_swish`` (a name left over from EfficientNet-B*). Each is **called
   more than once per forward**: the top-level ``_swish`` after the stem and again after the head, and each block's
-  after its expansion and its depthwise convolution. A hook on ``_swish`` therefore fires at several resolutions,
-  so explanation layers should be the batch norms (``_bn1``) or block outputs (``_blocks.N``), never ``_swish``.
+  after its expansion and its depthwise convolution. A hook on ``_swish`` therefore fires at several resolutions:
+  tools that keep every call (pytorch-grad-cam) mix them up, the engine keeps the last one (see below). Layers
+  called once are the convolutions, batch norms (``_bn1``) and block outputs (``_blocks.N``).
 
 Default layer: ``_bn1`` (7x7, 1280 channels, the head's pre-activation output — the last module with spatial
-output that is called exactly once).
+output that is called exactly once, so pytorch-grad-cam and Captum can serve as references on it). With no layer
+given, the engine chooses ``_swish``: it records a reused module at its *last* call, which here is the head's ReLU6
+output, and Grad-CAM there equals CAM on this GAP + linear head. Both put the cat photograph's maximum on its face;
+``_bn1`` maps are sparser (the pre-activation is negative at the border, so the ReLU of the weighted sum is zero
+there), ``_swish`` maps are smoother.
+
+"Guided" for ReLU6 (guided backprop, guided Grad-CAM, and deconvnet): the engine treats ReLU6 as a ReLU with an upper
+gate. Guided backprop passes ``relu(grad_out) * 1[0 < x < 6]`` — the ReLU6's own gradient, then only positive values
+— and deconvnet passes ``relu(grad_out)``, ignoring both gates. Captum only rewrites ``nn.ReLU`` modules
+(``nn.ReLU6`` is an ``nn.Hardtanh``) and would return the plain gradient here; the tests compare against Captum on a
+copy whose ReLU6 modules are an ``nn.ReLU`` subclass computing ReLU6, and agree within 1e-6 (normalised).
 """
 
 from __future__ import annotations
