@@ -172,7 +172,7 @@ def build(weights: Path | None = None) -> nn.Module:
             f"weights file {path} holds a {type(state).__name__}, not a state_dict", field="weights"
         )
 
-    model = EfficientNet.from_name(SPEC, num_classes=_NUM_CLASSES)
+    model: nn.Module = EfficientNet.from_name(SPEC, num_classes=_NUM_CLASSES)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
