@@ -579,8 +579,8 @@ def _overrides(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def how_to_call(server: Server, image: str = "image.png") -> str:
-    """Where the server listens, where its keys are, and a Python and a curl call to copy (for ``image``)."""
+def how_to_call(server: Server, image: str = "image.png", model: str | None = None) -> str:
+    """Where the server listens, where its keys are, and a Python and a curl call to copy (``image``, ``model``)."""
     ep = server.endpoints
     here = Path.cwd()
 
@@ -589,11 +589,12 @@ def how_to_call(server: Server, image: str = "image.png") -> str:
 
     key_file = short(server.key_file)
     python = short(Path(sys.executable))
-    model = next((m for m in server.models if "classifier" in m), server.models[0])
+    model = model or next((m for m in server.models if "classifier" in m), server.models[0])
     auth = server.token_auth
     key_cmd = f'$({python} -c \'import json; print(json.load(open("{key_file}"))["inference"]["key"])\')'
     lines = [
-        f"camserve is serving {', '.join(server.models)} (ready after {server.startup_seconds:.1f} s)",
+        f"camserve is serving {', '.join(server.models)}"
+        + (f" (ready after {server.startup_seconds:.1f} s)" if server.startup_seconds else ""),
         f"  gRPC inference   {ep.grpc}  (TorchServe's InferenceAPIsService; camserve.Client talks to it)",
         f"  gRPC management  {ep.grpc_management}",
         f"  REST             {ep.rest}  (management {ep.management}, metrics {ep.metrics})",
