@@ -21,6 +21,7 @@ import base64
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -77,7 +78,7 @@ DEFAULT_TOP_PREDICTIONS: Final = 5
 MAX_ID_LENGTH: Final = 256
 #: Maps with at most this many values also appear as nested lists in the REST JSON answer (e.g. a 7x7 Grad-CAM).
 JSON_VALUES_LIMIT: Final = 1024
-#: Query parameters a REST raw-image call may carry.
+#: Options a REST raw-image call may carry as multipart form fields (TorchServe 0.12 drops query strings).
 REST_PARAMETERS: Final = ("methods", "layers", "top_k", "regions")
 
 _ENCODINGS: Final[dict[int, EncodingName]] = {
@@ -546,10 +547,12 @@ def _image(
 
 
 def request_from_rest(body: bytes, params: Mapping[str, str]) -> explain_pb2.ExplainRequest:
-    """Builds the ``ExplainRequest`` for a REST raw-image call: the body is the image, query parameters the options.
+    """Builds the ``ExplainRequest`` for a REST raw-image call: the image and, optionally, a few options.
 
-    Accepted parameters (comma-separated lists): ``methods=gradcam,saliency``, ``layers=layer4``, ``top_k=3``,
-    ``regions=x0,y0,x1,y1;x0,y0,x1,y1`` (VAE boxes).
+    A plain body (``curl -T cat.jpg URL``) uses the model's defaults. Options need a multipart form, whose other
+    fields TorchServe passes on as item keys (it drops query strings): ``curl -F data=@cat.jpg -F
+    methods=gradcam,saliency -F top_k=3 URL``. Accepted fields (comma-separated lists): ``methods``, ``layers``,
+    ``top_k``, and ``regions=x0,y0,x1,y1;x0,y0,x1,y1`` (VAE boxes).
 
     Raises:
         InvalidArgumentError: Unknown parameters or malformed values.
@@ -557,9 +560,10 @@ def request_from_rest(body: bytes, params: Mapping[str, str]) -> explain_pb2.Exp
     unknown = sorted(set(params) - set(REST_PARAMETERS))
     if unknown:
         raise InvalidArgumentError(
-            f"unknown parameter(s) {unknown}; a raw-image call accepts {', '.join(REST_PARAMETERS)}. To send an "
+            f"unknown form field(s) {unknown}; a raw-image call accepts {', '.join(REST_PARAMETERS)}. To send an "
             "image, make it the whole request body with a binary content type (curl -T image.png URL, or "
-            "curl -H 'Content-Type: application/octet-stream' --data-binary @image.png URL)",
+            "curl -H 'Content-Type: application/octet-stream' --data-binary @image.png URL), or a form field "
+            "named data (curl -F data=@image.png URL)",
             field=unknown[0],
         )
     msg = explain_pb2.ExplainRequest()
@@ -824,8 +828,11 @@ def encode_json(
     model_name: str,
     model_version: str,
     timing: Timing,
+    encode_start: float | None = None,
 ) -> tuple[int, bytes]:
     """The REST answer to a raw image: ``(http_status, JSON bytes)``, meant to be read by a person with curl.
+
+    ``encode_start`` (a ``time.perf_counter()`` value) makes ``timing.encode_ms`` cover the map encoding here.
 
     Layout (one image)::
 
@@ -848,6 +855,8 @@ def encode_json(
     if isinstance(outcome, BaseException):
         return error_json(outcome)
     g = image.geometry
+    maps = [_json_map(m.method, m.layer, m.target, m.values) for m in _ordered_maps(parsed, outcome)]
+    encode_ms = timing.encode_ms if encode_start is None else (time.perf_counter() - encode_start) * 1000.0
     body: dict[str, Any] = {
         "model": model_name,
         "version": model_version,
@@ -855,7 +864,7 @@ def encode_json(
             {"class_id": p.class_id, "label": p.label, "score": _json_number(p.score), "logit": _json_number(p.logit)}
             for p in outcome.predictions
         ],
-        "maps": [_json_map(m.method, m.layer, m.target, m.values) for m in _ordered_maps(parsed, outcome)],
+        "maps": maps,
         "geometry": {
             "original_size": [g.original_width, g.original_height],
             "crop": list(g.crop),
@@ -864,7 +873,7 @@ def encode_json(
         "timing": {
             "decode_ms": round(timing.decode_ms, 2),
             "explain_ms": round(timing.explain_ms, 2),
-            "encode_ms": round(timing.encode_ms, 2),
+            "encode_ms": round(encode_ms, 2),
             "batch_size": timing.batch_size,
         },
     }

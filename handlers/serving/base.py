@@ -18,14 +18,16 @@ Inputs accepted per item (``data[i]``):
 - ``{"body": <bytes>}`` or ``{"data": <bytes>}`` with content type ``application/x-protobuf`` (or
   ``application/protobuf``) — an ``ExplainRequest`` POSTed over REST. Answered with ``ExplainResponse`` bytes and
   that content type; errors stay in band (HTTP 200), exactly as over gRPC.
-- ``{"body" | "data": <image bytes>}`` with any other content type — a raw image (``curl -T cat.jpg URL``).
-  Query parameters ``methods``, ``layers``, ``top_k``, ``regions`` arrive as further keys. Answered with JSON
+- ``{"body" | "data": <image bytes>}`` with any other content type — a raw image (``curl -T cat.jpg URL``, or
+  multipart ``curl -F data=@cat.jpg -F methods=gradcam -F top_k=3 URL``: form fields ``methods``, ``layers``,
+  ``top_k``, ``regions`` arrive as further keys; TorchServe 0.12 drops query strings). Answered with JSON
   (:func:`handlers.serving._codec.encode_json`), with a real HTTP status on errors (400/404/413/500/503).
 - TorchServe's describe call (``GET /models/<name>?customized=true``, header ``describe: True``): ``ModelInfo`` JSON.
 
 Note for curl users: ``curl --data-binary @img.png`` sends ``application/x-www-form-urlencoded``, which TorchServe
-parses as a form and mangles the image; use ``curl -T img.png`` or add ``-H 'Content-Type: application/octet-stream'``
-(the error message says so).
+parses as a form: the image is mangled or refused before the handler runs (HTTP 500 from the frontend, or an empty
+item, which is answered 400 with the right command). Use ``curl -T img.png`` or add
+``-H 'Content-Type: application/octet-stream'``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from camserve._gen.camserve.v1 import explain_pb2
 from google.protobuf.message import DecodeError
 from torch import nn
 
+from handlers.engine import MapKey, detect_layout
 from handlers.engine.errors import (
     CamserveError,
     InternalError,
@@ -59,6 +62,7 @@ from handlers.serving._codec import (
     Capabilities,
     ImageInput,
     ImageOutcome,
+    MethodShape,
     ParsedRequest,
     Timing,
     check_response_size,
@@ -81,6 +85,8 @@ __all__ = [
     "ExplainHandler",
     "exit_if_sticky_cuda_error",
     "is_sticky_cuda_error",
+    "measure_method_shapes",
+    "probe_layers",
     "select_device",
 ]
 
@@ -170,6 +176,70 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[name] = importlib.metadata.version(dist)
     return out
+
+
+# --------------------------------------------------------------------------------------------------- model facts
+def probe_layers(
+    model: nn.Module, layers: Sequence[str], input_size: tuple[int, int], device: torch.device
+) -> tuple[dict[str, tuple[int, int]], tuple[int, ...]]:
+    """One forward pass on zeros: every layer's spatial grid ``(h, w)`` and the model's output shape.
+
+    The grids size responses before any request runs (a CAM-style map has its layer's grid). Hooks are removed in
+    ``finally``; nothing else about the model changes.
+
+    Raises:
+        InvalidArgumentError: A layer was not called, or its output has no spatial grid at ``input_size``.
+    """
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+
+    def recorder(name: str) -> Callable[[nn.Module, object, object], None]:
+        def hook(_module: nn.Module, _args: object, output: object) -> None:
+            if isinstance(output, torch.Tensor):
+                shapes[name] = tuple(output.shape)
+
+        return hook
+
+    try:
+        for name in layers:
+            handles.append(modules[name].register_forward_hook(recorder(name)))
+        with torch.no_grad():
+            output = model(torch.zeros(1, 3, *input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    grids: dict[str, tuple[int, int]] = {}
+    for name in layers:
+        if name not in shapes:
+            raise InvalidArgumentError(f"layer {name!r} was not called in the forward pass", field="layers")
+        layout = detect_layout(shapes[name][1:], input_size)
+        if layout is None:
+            raise InvalidArgumentError(f"layer {name!r} has no spatial grid at {input_size}", field="layers")
+        grids[name] = (layout.height, layout.width)
+    out_shape = tuple(int(d) for d in output.shape) if isinstance(output, torch.Tensor) else ()
+    return grids, out_shape
+
+
+def measure_method_shapes(
+    maps: Mapping[MapKey, torch.Tensor], layer: str, grids: Mapping[str, tuple[int, int]]
+) -> tuple[dict[str, MethodShape], frozenset[str]]:
+    """Which methods give layer-grid maps and which fixed-shape maps, read from a dry run's maps on ``layer``.
+
+    Returns:
+        The shape rule per method, and the methods that give one map per layer (layer name not empty).
+    """
+    shapes: dict[str, MethodShape] = {}
+    layer_methods: set[str] = set()
+    for key, values in maps.items():
+        shape = tuple(int(d) for d in values.shape)
+        if key.layer:
+            layer_methods.add(key.method)
+            on_grid = shape == grids[layer]
+            shapes[key.method] = MethodShape(grid=True) if on_grid else MethodShape(grid=False, fixed=shape)
+        else:
+            shapes[key.method] = MethodShape(grid=False, fixed=shape)
+    return shapes, frozenset(layer_methods)
 
 
 # --------------------------------------------------------------------------------------------------- stage values
@@ -333,6 +403,8 @@ class ExplainHandler(ABC):
             if reply == "describe":
                 return Prepared(index, reply)
             message = request_message(row, reply)
+            if reply == "json" and self.loaded.caps.kind == "vae":
+                message.output.include_reconstruction = True  # curl users of a VAE want to see what it rebuilt
             request_id = message.request_id[:256]
             parsed = parse_message(message, self.loaded.caps, self.loaded.preprocessor)
             if not parsed.describe:
@@ -427,7 +499,7 @@ class ExplainHandler(ABC):
         if item.parsed is None:
             status, body = error_json(item.error or InternalError("the request was not parsed"), rest_body=True)
         else:
-            timing = Timing(item.decode_ms, served.explain_ms, _ms_since(start), batch_size)
+            timing = Timing(item.decode_ms, served.explain_ms, 0.0, batch_size)
             status, body = encode_json(
                 item.parsed,
                 served.outcomes,
@@ -435,6 +507,7 @@ class ExplainHandler(ABC):
                 model_name=loaded.model_name,
                 model_version=loaded.model_version,
                 timing=timing,
+                encode_start=start,
             )
             if len(body) > loaded.caps.limits.max_response_bytes:
                 status, body = error_json(_too_large(len(body), loaded.caps.limits.max_response_bytes))
@@ -540,7 +613,7 @@ def _as_text(value: Any, name: str) -> str:
 
 
 def request_message(row: Any, reply: ReplyKind) -> explain_pb2.ExplainRequest:
-    """The ``ExplainRequest`` carried by one batch item (built from the image and query for REST raw images).
+    """The ``ExplainRequest`` carried by one batch item (built from the image and form fields for REST raw images).
 
     Raises:
         InvalidArgumentError: Malformed protobuf bytes, a JSON body, or no usable input at all.

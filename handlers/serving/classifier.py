@@ -2,87 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Final
 
 import torch
 from torch import nn
 
-from handlers.engine import Explainer, Explanation, detect_layout
+from handlers.engine import Explainer, Explanation
 from handlers.engine.errors import InternalError, InvalidArgumentError
 from handlers.serving._codec import (
     Capabilities,
     ImageInput,
     ImageOutcome,
     MapResult,
-    MethodShape,
     ParsedRequest,
     PredictionResult,
 )
 from handlers.serving._config import ServingConfig
-from handlers.serving.base import ExplainHandler
+from handlers.serving.base import ExplainHandler, measure_method_shapes, probe_layers
 
-__all__ = ["ClassifierHandler", "probe_layer_grids"]
+__all__ = ["ClassifierHandler"]
 
 #: Methods used when the model config lists no defaults (those of them the model supports).
 FALLBACK_DEFAULT_METHODS: Final = ("gradcam", "saliency")
-
-
-def probe_layer_grids(
-    model: nn.Module, layers: Sequence[str], input_size: tuple[int, int], device: torch.device
-) -> tuple[dict[str, tuple[int, int]], int]:
-    """Runs one forward pass on zeros and reads every layer's spatial grid ``(h, w)`` and the number of outputs.
-
-    The grids size responses before any request runs (a CAM map has its layer's grid). Hooks are removed in
-    ``finally``; nothing else about the model changes.
-
-    Raises:
-        InvalidArgumentError: A layer was not called or has no spatial grid; the model output is not ``[1, K]``.
-    """
-    modules = dict(model.named_modules())
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    try:
-        for name in layers:
-
-            def hook(_module: nn.Module, _args: object, output: object, name: str = name) -> None:
-                if isinstance(output, torch.Tensor):
-                    shapes[name] = tuple(output.shape)
-
-            handles.append(modules[name].register_forward_hook(hook))
-        with torch.no_grad():
-            output = model(torch.zeros(1, 3, *input_size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    if not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[0] != 1:
-        raise InvalidArgumentError(f"a classifier must return [batch, classes] logits, got {type(output).__name__}")
-    grids: dict[str, tuple[int, int]] = {}
-    for name in layers:
-        if name not in shapes:
-            raise InvalidArgumentError(f"layer {name!r} was not called in the forward pass", field="layers")
-        layout = detect_layout(shapes[name][1:], input_size)
-        if layout is None:
-            raise InvalidArgumentError(f"layer {name!r} has no spatial grid at {input_size}", field="layers")
-        grids[name] = (layout.height, layout.width)
-    return grids, int(output.shape[1])
-
-
-def _method_shapes(
-    explanation: Explanation, layer: str, grids: Mapping[str, tuple[int, int]]
-) -> tuple[dict[str, MethodShape], frozenset[str]]:
-    """Which methods give layer-grid maps and which fixed-shape maps, read from one dry run on ``layer``."""
-    shapes: dict[str, MethodShape] = {}
-    layer_methods: set[str] = set()
-    for key, values in explanation.maps.items():
-        shape = tuple(int(d) for d in values.shape)
-        if key.layer:
-            layer_methods.add(key.method)
-            on_grid = shape == grids[layer]
-            shapes[key.method] = MethodShape(grid=True) if on_grid else MethodShape(grid=False, fixed=shape)
-        else:
-            shapes[key.method] = MethodShape(grid=False, fixed=shape)
-    return shapes, frozenset(layer_methods)
 
 
 class ClassifierHandler(ExplainHandler):
@@ -126,7 +68,10 @@ class ClassifierHandler(ExplainHandler):
         candidates = explainer.candidate_layers
         default_layers = explainer.default_layers
         probed = tuple(dict.fromkeys((*candidates, *default_layers)))
-        grids, num_classes = probe_layer_grids(model, probed, config.input_size, device)
+        grids, output_shape = probe_layers(model, probed, config.input_size, device)
+        if len(output_shape) != 2:
+            raise InvalidArgumentError(f"a classifier must return [batch, classes] logits, got {list(output_shape)}")
+        num_classes = output_shape[1]
         if labels is not None and len(labels) != num_classes:
             raise InvalidArgumentError(
                 f"{len(labels)} labels for a model with {num_classes} outputs", field="camserve.labels"
@@ -138,7 +83,7 @@ class ClassifierHandler(ExplainHandler):
             layers=default_layers[:1],
             top_predictions=1,
         )
-        method_shapes, layer_methods = _method_shapes(dry, default_layers[0], grids)
+        method_shapes, layer_methods = measure_method_shapes(dry.maps, default_layers[0], grids)
         self._explainer = explainer
         return Capabilities(
             kind="classifier",

@@ -259,7 +259,7 @@ def test_vae_region_limits_and_targets() -> None:
 # ---- REST parameters
 
 
-def test_rest_request_from_image_and_query() -> None:
+def test_rest_request_from_image_and_form_fields() -> None:
     msg = request_from_rest(GOOD, {"methods": "gradcam, saliency", "layers": "layer3", "top_k": "2"})
     assert msg.images[0].encoded == GOOD
     assert list(msg.methods) == ["gradcam", "saliency"] and list(msg.layers) == ["layer3"] and msg.target.top_k == 2
