@@ -112,15 +112,17 @@ class TokenSource:
         """Says where the ``kind`` ("inference" or "management") key comes from, for error messages."""
         if kind == "management":
             if self._management_token:
-                return f"the management_token argument or ${MANAGEMENT_TOKEN_ENV}"
-            return f"token file {self._file}" if self._file is not None else "nowhere (no management key given)"
+                return f"management key from the management_token argument or ${MANAGEMENT_TOKEN_ENV}"
+            if self._file is not None:
+                return f"management key from token file {self._file}"
+            return "no management key was given"
         if self._token:
-            return "the token argument"
+            return "inference key from the token argument"
         if self._file is not None and not (self._file_from_env and self._env_token):
-            return f"token file {self._file}"
+            return f"inference key from token file {self._file}"
         if self._env_token:
-            return f"${TOKEN_ENV}"
-        return "nowhere (no token given)"
+            return f"inference key from ${TOKEN_ENV}"
+        return "no inference key was given"
 
     def _file_keys(self, force: bool = False) -> _Keys | None:
         if self._file is None:

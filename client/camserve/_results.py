@@ -162,25 +162,34 @@ class Map:
         """A ``[H, W]`` map in [0, 1] ready for a colormap: reduced (gradient maps) and normalized."""
         return normalize_array(self.reduce(how).array)
 
-    def rgb(self, sign: Sign = "all") -> np.ndarray:
+    def rgb(self, sign: Sign = "all", percentile: float = 100.0) -> np.ndarray:
         """A 3-channel gradient map as an ``H x W x 3`` image in [0, 1], the usual way to look at guided backprop.
 
         Args:
             sign: ``"all"`` (zero is mid-grey, positive brighter, negative darker, per channel), ``"positive"``,
-                ``"negative"`` (that part only, zero is black) or ``"absolute"`` (``|g|``). Scaled by the largest
-                absolute value so the three channels keep their balance.
+                ``"negative"`` (that part only, zero is black) or ``"absolute"`` (``|g|``). One scale for all
+                three channels, so their balance is kept.
+            percentile: The scale is this percentile of the magnitudes shown (100 = the maximum; 99.5 keeps a few
+                extreme pixels from washing out the rest, values beyond it are clipped).
         """
         if self.array.ndim != 3:
             raise ValueError(f"rgb() needs a 3-channel gradient map; {self.method} is {self.shape}")
+        if not 0.0 < percentile <= 100.0:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
         a = self.array
-        scale = float(np.abs(a).max()) or 1.0
+
+        def scale_of(values: np.ndarray) -> float:
+            shown = values[values > 0]  # the percentile of what is drawn, not of the zeros around it
+            return max(float(np.percentile(shown, percentile)), 1e-30) if shown.size else 1.0
+
         if sign == "all":
-            out = 0.5 + a / (2.0 * scale)
+            out = 0.5 + a / (2.0 * scale_of(np.abs(a)))
         elif sign == "positive":
-            out = np.maximum(a, 0.0) / max(float(a.max()), 1e-30)
+            out = np.maximum(a, 0.0) / scale_of(np.maximum(a, 0.0))
         elif sign == "negative":
-            out = np.maximum(-a, 0.0) / max(float(-a.min()), 1e-30)
+            out = np.maximum(-a, 0.0) / scale_of(np.maximum(-a, 0.0))
         elif sign == "absolute":
+            scale = scale_of(np.abs(a))
             out = np.abs(a) / scale
         else:
             raise ValueError(f"sign must be all, positive, negative or absolute, got {sign!r}")
@@ -417,6 +426,9 @@ class ModelInfo:
         max_images: Server limit on images per request.
         max_top_k: Server limit on top_k.
         max_regions: Server limit on regions per image.
+        max_image_bytes: Server limit on one encoded image file, bytes.
+        max_pixels: Server limit on width x height of one image.
+        max_response_bytes: Server limit on one response, bytes.
         versions: Server software versions (camserve, torch, ...).
     """
 
@@ -432,6 +444,9 @@ class ModelInfo:
     max_images: int
     max_top_k: int
     max_regions: int
+    max_image_bytes: int
+    max_pixels: int
+    max_response_bytes: int
     versions: Mapping[str, str]
 
 
@@ -505,6 +520,9 @@ def decode_model_info(response: explain_pb2.ExplainResponse, name: str) -> Model
         max_images=int(info.max_images),
         max_top_k=int(info.max_top_k),
         max_regions=int(info.max_regions),
+        max_image_bytes=int(info.max_image_bytes),
+        max_pixels=int(info.max_pixels),
+        max_response_bytes=int(info.max_response_bytes),
         versions=types.MappingProxyType(dict(response.versions)),
     )
 

@@ -182,7 +182,7 @@ class CallState:
             return Unavailable(f"{error.message} (after {self.attempts} attempts)", code=error.code, field=error.field)
         if isinstance(error, Unauthenticated):
             return Unauthenticated(
-                f"{error.message} ({self.kind} key from {self.tokens.describe(self.kind)})",
+                f"{error.message} ({self.tokens.describe(self.kind)})",
                 code=error.code,
                 field=error.field,
             )

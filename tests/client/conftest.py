@@ -81,6 +81,7 @@ def default_answer(request: explain_pb2.ExplainRequest, model: str) -> explain_p
         info.labels.extend(LABELS)
         info.input_width = info.input_height = INPUT
         info.max_images, info.max_top_k, info.max_regions = 16, 5, 8
+        info.max_image_bytes, info.max_pixels, info.max_response_bytes = 8 << 20, 40_000_000, 6_000_000
         return response
     if not request.images:
         response.error.code, response.error.message, response.error.field = "INVALID_ARGUMENT", "no images", "images"

@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import camserve
 import grpc
 import numpy as np
 import pytest
-from conftest import LABELS, FakeServer, default_answer, free_port, start_fake
-
-import camserve
 from camserve._gen.camserve.v1 import explain_pb2
+from conftest import LABELS, FakeServer, default_answer, free_port, start_fake
 
 MODEL = "shapes-classifier"
 PUBLIC = ["ping", "describe", "models", "explain", "explain_many", "close"]

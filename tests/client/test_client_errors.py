@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pickle
-
-import grpc
-import pytest
-from conftest import FakeServer
+from typing import Any
 
 import camserve
+import grpc
+import pytest
 from camserve._gen.camserve.v1 import explain_pb2
 from camserve.errors import from_code
+from conftest import FakeServer
 
 EXPECTED = {
     "INVALID_ARGUMENT": camserve.InvalidArgument,
@@ -79,10 +79,10 @@ SERVER_CODES = [
 
 @pytest.mark.parametrize(("status", "cls"), SERVER_CODES, ids=[c.name for c, _ in SERVER_CODES])
 def test_grpc_status_from_server_raises_matching_type(
-    fake: FakeServer, client_kwargs: dict[str, object], status: grpc.StatusCode, cls: type[Exception]
+    fake: FakeServer, client_kwargs: dict[str, Any], status: grpc.StatusCode, cls: type[Exception]
 ) -> None:
     fake.abort_code, fake.abort_message = status, f"server message for {status.name}"
-    with camserve.Client(fake.address, retries=1, **client_kwargs) as client, pytest.raises(cls) as info:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, retries=1, **client_kwargs) as client, pytest.raises(cls) as info:
         client.explain(b"img", model="shapes-classifier")
     assert f"server message for {status.name}" in info.value.message
     assert info.value.code == status.name
@@ -99,7 +99,7 @@ IN_BAND = [
 
 @pytest.mark.parametrize(("code", "cls"), IN_BAND)
 def test_in_band_request_error_raises_matching_type(
-    fake: FakeServer, client_kwargs: dict[str, object], code: str, cls: type[camserve.CamserveError]
+    fake: FakeServer, client_kwargs: dict[str, Any], code: str, cls: type[camserve.CamserveError]
 ) -> None:
     def answer(request: explain_pb2.ExplainRequest, model: str, context: object) -> explain_pb2.ExplainResponse:
         response = explain_pb2.ExplainResponse(model_name=model)
@@ -107,7 +107,7 @@ def test_in_band_request_error_raises_matching_type(
         return response
 
     fake.answer = answer
-    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(cls) as info:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(cls) as info:
         client.explain([b"a", b"b"], model="shapes-classifier")
     assert (info.value.message, info.value.field, info.value.code) == ("whole request refused", "top_k", code)
     assert fake.calls == 1  # in-band errors are answers, never retried
@@ -115,7 +115,7 @@ def test_in_band_request_error_raises_matching_type(
 
 @pytest.mark.parametrize(("code", "cls"), IN_BAND)
 def test_in_band_image_error_raises_for_single_image(
-    fake: FakeServer, client_kwargs: dict[str, object], code: str, cls: type[camserve.CamserveError]
+    fake: FakeServer, client_kwargs: dict[str, Any], code: str, cls: type[camserve.CamserveError]
 ) -> None:
     def answer(request: explain_pb2.ExplainRequest, model: str, context: object) -> explain_pb2.ExplainResponse:
         response = explain_pb2.ExplainResponse(model_name=model)
@@ -124,13 +124,13 @@ def test_in_band_image_error_raises_for_single_image(
         return response
 
     fake.answer = answer
-    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(cls) as info:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(cls) as info:
         client.explain(b"a", model="shapes-classifier")
     assert (info.value.message, info.value.field) == ("this image", "images[0].encoded")
 
 
-def test_unknown_model_raises_not_found(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
-    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(camserve.NotFound) as info:  # type: ignore[arg-type]
+def test_unknown_model_raises_not_found(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
+    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(camserve.NotFound) as info:
         client.explain(b"a", model="no-such-model")
     assert "no-such-model" in info.value.message
     assert fake.calls == 1
@@ -142,9 +142,11 @@ def test_unimplemented_method_raises_not_found(fake: FakeServer) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        with camserve.Client(fake.address, management_address=f"127.0.0.1:{port}", timeout=5) as client:
-            with pytest.raises(camserve.NotFound) as info:
-                client.models()
+        with (
+            camserve.Client(fake.address, management_address=f"127.0.0.1:{port}", timeout=5) as client,
+            pytest.raises(camserve.NotFound) as info,
+        ):
+            client.models()
         assert info.value.code == "UNIMPLEMENTED"
     finally:
         server.stop(None).wait()
@@ -156,19 +158,19 @@ def test_unimplemented_method_raises_not_found(fake: FakeServer) -> None:
     ids=["garbage", "empty"],
 )
 def test_unreadable_response_is_internal(
-    fake: FakeServer, client_kwargs: dict[str, object], payload: bytes, monkeypatch: pytest.MonkeyPatch
+    fake: FakeServer, client_kwargs: dict[str, Any], payload: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Raw:
-        def SerializeToString(self) -> bytes:  # noqa: N802 (protobuf's name)
+        def SerializeToString(self) -> bytes:
             return payload
 
     fake.answer = lambda r, m, c: Raw()  # type: ignore[assignment,return-value]
-    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(camserve.Internal) as info:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(camserve.Internal) as info:
         client.explain(b"a", model="shapes-classifier")
     assert "malformed response" in info.value.message
 
 
-def test_maps_with_wrong_byte_count_are_internal(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
+def test_maps_with_wrong_byte_count_are_internal(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
     def answer(request: explain_pb2.ExplainRequest, model: str, context: object) -> explain_pb2.ExplainResponse:
         response = explain_pb2.ExplainResponse(model_name=model)
         r = response.results.add(id="0")
@@ -176,6 +178,6 @@ def test_maps_with_wrong_byte_count_are_internal(fake: FakeServer, client_kwargs
         return response
 
     fake.answer = answer
-    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(camserve.Internal) as info:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(camserve.Internal) as info:
         client.explain(b"a", model="shapes-classifier")
     assert "10 bytes for shape [4, 4]" in info.value.message

@@ -8,14 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import camserve
 import numpy as np
 import pytest
-from conftest import CAM, INPUT, LABELS, FakeServer, tensor
-from PIL import Image
-
-import camserve
 from camserve._gen.camserve.v1 import explain_pb2
 from camserve._results import decode_tensor
+from conftest import CAM, INPUT, LABELS, FakeServer, tensor
+from PIL import Image
 
 MODEL = "shapes-classifier"
 
@@ -361,7 +360,7 @@ def test_map_normalized_reduce_rgb_and_array_protocol() -> None:
     with pytest.raises(ValueError):
         m.rgb()
     with pytest.raises(ValueError):
-        gm.reduce("median")  # type: ignore[arg-type]
+        gm.reduce("median")
 
 
 def test_geometry_to_original_places_map_on_crop() -> None:
@@ -474,6 +473,7 @@ def test_describe(client: camserve.Client, fake: FakeServer) -> None:
     assert info.name == MODEL and info.kind == "classifier" and info.labels == LABELS
     assert info.methods == ("gradcam", "saliency", "guided_backprop") and info.default_layers == ("layer2",)
     assert info.input_size == (INPUT, INPUT) and (info.max_images, info.max_top_k, info.max_regions) == (16, 5, 8)
+    assert (info.max_image_bytes, info.max_pixels, info.max_response_bytes) == (8 << 20, 40_000_000, 6_000_000)
     assert info.versions["camserve"] == "fake"
     with pytest.raises(camserve.NotFound):
         client.describe("nope")

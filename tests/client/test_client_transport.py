@@ -7,39 +7,40 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import camserve
 import grpc
 import numpy as np
 import pytest
+from camserve._auth import TokenSource
+from camserve._gen.camserve.v1 import explain_pb2
+from camserve._transport import RetryPolicy, management_address_for, resolve_address
 from conftest import FakeServer, free_port, start_fake, tensor
 
-import camserve
-from camserve._gen.camserve.v1 import explain_pb2
-from camserve._auth import TokenSource
-from camserve._transport import RetryPolicy, management_address_for, resolve_address
 
-
-def test_retries_unavailable_then_answers(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
+def test_retries_unavailable_then_answers(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
     fake.fail_unavailable = 2
-    with camserve.Client(fake.address, retries=3, **client_kwargs) as client:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, retries=3, **client_kwargs) as client:
         assert client.ping() == "Healthy"
     assert fake.calls == 3
 
 
-def test_retries_are_bounded_and_reported(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
+def test_retries_are_bounded_and_reported(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
     fake.fail_unavailable = 100
-    with camserve.Client(fake.address, retries=2, **client_kwargs) as client:  # type: ignore[arg-type]
-        with pytest.raises(camserve.Unavailable) as info:
-            client.ping()
+    with (
+        camserve.Client(fake.address, retries=2, **client_kwargs) as client,
+        pytest.raises(camserve.Unavailable) as info,
+    ):
+        client.ping()
     assert fake.calls == 3
     assert "worker restarting" in info.value.message and "after 3 attempts" in info.value.message
 
 
-def test_retries_zero_disables_retries(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
+def test_retries_zero_disables_retries(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
     fake.fail_unavailable = 1
-    with camserve.Client(fake.address, retries=0, **client_kwargs) as client:  # type: ignore[arg-type]
-        with pytest.raises(camserve.Unavailable):
-            client.ping()
+    with camserve.Client(fake.address, retries=0, **client_kwargs) as client, pytest.raises(camserve.Unavailable):
+        client.ping()
     assert fake.calls == 1
 
 
@@ -54,26 +55,27 @@ def test_retries_zero_disables_retries(fake: FakeServer, client_kwargs: dict[str
     ],
     ids=lambda s: s.name,
 )
-def test_no_retry_for_rejections(fake: FakeServer, client_kwargs: dict[str, object], status: grpc.StatusCode) -> None:
+def test_no_retry_for_rejections(fake: FakeServer, client_kwargs: dict[str, Any], status: grpc.StatusCode) -> None:
     fake.abort_code = status
-    with camserve.Client(fake.address, retries=3, **client_kwargs) as client:  # type: ignore[arg-type]
-        with pytest.raises(camserve.CamserveError):
-            client.explain(b"img", model="shapes-classifier")
+    with camserve.Client(fake.address, retries=3, **client_kwargs) as client, pytest.raises(camserve.CamserveError):
+        client.explain(b"img", model="shapes-classifier")
     assert fake.calls == 1
 
 
-def test_no_retry_for_in_band_invalid_argument(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
-    with camserve.Client(fake.address, retries=3, **client_kwargs) as client:  # type: ignore[arg-type]
-        with pytest.raises(camserve.InvalidArgument) as info:
-            client.explain(np.zeros((8, 8, 3), np.uint8), model="shapes-classifier", methods=["nonsense"])
+def test_no_retry_for_in_band_invalid_argument(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
+    with (
+        camserve.Client(fake.address, retries=3, **client_kwargs) as client,
+        pytest.raises(camserve.InvalidArgument) as info,
+    ):
+        client.explain(np.zeros((8, 8, 3), np.uint8), model="shapes-classifier", methods=["nonsense"])
     assert info.value.field == "methods[0]"
     assert fake.calls == 1
 
 
-def test_deadline_is_enforced_and_not_retried(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
+def test_deadline_is_enforced_and_not_retried(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
     fake.delay = 1.0
     kwargs = {**client_kwargs, "timeout": 10.0}
-    with camserve.Client(fake.address, retries=3, **kwargs) as client:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, retries=3, **kwargs) as client:
         started = time.monotonic()
         with pytest.raises(camserve.DeadlineExceeded) as info:
             client.explain(np.zeros((8, 8, 3), np.uint8), model="shapes-classifier", timeout=0.2)
@@ -83,8 +85,8 @@ def test_deadline_is_enforced_and_not_retried(fake: FakeServer, client_kwargs: d
     assert fake.calls == 1
 
 
-def test_every_call_carries_a_deadline(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
-    with camserve.Client(fake.address, **client_kwargs) as client:  # type: ignore[arg-type]
+def test_every_call_carries_a_deadline(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
+    with camserve.Client(fake.address, **client_kwargs) as client:
         client.ping()
         client.describe("shapes-classifier")
         client.models()
@@ -93,33 +95,35 @@ def test_every_call_carries_a_deadline(fake: FakeServer, client_kwargs: dict[str
     assert len(fake.metadata) == 4
 
 
-def test_retry_budget_never_outlives_the_deadline(client_kwargs: dict[str, object]) -> None:
+def test_retry_budget_never_outlives_the_deadline(client_kwargs: dict[str, Any]) -> None:
     port = free_port()  # nothing listens: connection refused on every attempt
     kwargs = {**client_kwargs, "backoff": 5.0, "management_address": f"127.0.0.1:{port}"}
-    with camserve.Client(f"127.0.0.1:{port}", retries=10, **kwargs) as client:  # type: ignore[arg-type]
+    with camserve.Client(f"127.0.0.1:{port}", retries=10, **kwargs) as client:
         started = time.monotonic()
         with pytest.raises(camserve.Unavailable):
             client.ping(timeout=1.0)
         assert time.monotonic() - started < 1.5
 
 
-def test_connection_refused_is_unavailable_after_retries(client_kwargs: dict[str, object]) -> None:
+def test_connection_refused_is_unavailable_after_retries(client_kwargs: dict[str, Any]) -> None:
     port = free_port()
     kwargs = {**client_kwargs, "management_address": f"127.0.0.1:{port}"}
-    with camserve.Client(f"127.0.0.1:{port}", retries=2, **kwargs) as client:  # type: ignore[arg-type]
-        with pytest.raises(camserve.Unavailable) as info:
-            client.ping()
+    with (
+        camserve.Client(f"127.0.0.1:{port}", retries=2, **kwargs) as client,
+        pytest.raises(camserve.Unavailable) as info,
+    ):
+        client.ping()
     assert "after 3 attempts" in info.value.message
 
 
-def test_server_started_after_first_attempt(client_kwargs: dict[str, object]) -> None:
+def test_server_started_after_first_attempt(client_kwargs: dict[str, Any]) -> None:
     port = free_port()
     started: list[FakeServer] = []
     timer = threading.Timer(0.3, lambda: started.append(start_fake(port)))
     kwargs = {**client_kwargs, "backoff": 0.2, "management_address": f"127.0.0.1:{port}"}
     timer.start()
     try:
-        with camserve.Client(f"127.0.0.1:{port}", retries=8, **kwargs) as client:  # type: ignore[arg-type]
+        with camserve.Client(f"127.0.0.1:{port}", retries=8, **kwargs) as client:
             result = client.explain(np.zeros((8, 8, 3), np.uint8), model="shapes-classifier")
         assert result.ok and result.top is not None
     finally:
@@ -128,13 +132,13 @@ def test_server_started_after_first_attempt(client_kwargs: dict[str, object]) ->
             server.stop()
 
 
-def test_survives_server_restart_between_calls(client_kwargs: dict[str, object]) -> None:
+def test_survives_server_restart_between_calls(client_kwargs: dict[str, Any]) -> None:
     server = start_fake()
     port = server.port
     kwargs = {**client_kwargs, "backoff": 0.2, "management_address": server.address}
     restarted: list[FakeServer] = []
     try:
-        with camserve.Client(server.address, retries=8, **kwargs) as client:  # type: ignore[arg-type]
+        with camserve.Client(server.address, retries=8, **kwargs) as client:
             assert client.ping() == "Healthy"
             server.stop()
             timer = threading.Timer(0.3, lambda: restarted.append(start_fake(port)))
@@ -160,18 +164,17 @@ def test_backoff_grows_exponentially_with_full_jitter() -> None:
 @pytest.mark.parametrize("bad", [{"retries": -1}, {"timeout": 0}, {"timeout": -3}, {"max_message_bytes": 0}])
 def test_bad_settings_raise_invalid_argument(bad: dict[str, object]) -> None:
     with pytest.raises(camserve.InvalidArgument):
-        camserve.Client("127.0.0.1:1", **bad)  # type: ignore[arg-type]
+        camserve.Client("127.0.0.1:1", **bad)
 
 
-def test_per_call_timeout_must_be_positive(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
-    with camserve.Client(fake.address, **client_kwargs) as client:  # type: ignore[arg-type]
-        with pytest.raises(camserve.InvalidArgument):
-            client.ping(timeout=0)
+def test_per_call_timeout_must_be_positive(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
+    with camserve.Client(fake.address, **client_kwargs) as client, pytest.raises(camserve.InvalidArgument):
+        client.ping(timeout=0)
     assert fake.calls == 0
 
 
-def test_closed_client_raises(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
-    client = camserve.Client(fake.address, **client_kwargs)  # type: ignore[arg-type]
+def test_closed_client_raises(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
+    client = camserve.Client(fake.address, **client_kwargs)
     client.close()
     client.close()
     with pytest.raises(camserve.InvalidArgument, match="closed"):
@@ -191,7 +194,7 @@ def test_address_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_address(":7070")
 
 
-def test_large_responses_fit(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
+def test_large_responses_fit(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
     # 12 MB of float32 map: above grpcio's 4 MiB receive default and TorchServe's 6,553,500 B default cap
     big = np.linspace(0.0, 1.0, 3 * 1000 * 1000, dtype=np.float32).reshape(3, 1000, 1000)
 
@@ -202,15 +205,17 @@ def test_large_responses_fit(fake: FakeServer, client_kwargs: dict[str, object])
         return response
 
     fake.answer = answer
-    with camserve.Client(fake.address, **client_kwargs) as client:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, **client_kwargs) as client:
         result = client.explain(np.zeros((8, 8, 3), np.uint8), model="shapes-classifier", encoding="float32")
     np.testing.assert_array_equal(result.map("saliency").array, big)
 
 
-def test_small_max_message_bytes_is_enforced(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
-    with camserve.Client(fake.address, max_message_bytes=1000, retries=0, **client_kwargs) as client:  # type: ignore[arg-type]
-        with pytest.raises(camserve.ResourceExhausted):
-            client.explain(np.zeros((64, 64, 3), np.uint8), model="shapes-classifier")
+def test_small_max_message_bytes_is_enforced(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
+    with (
+        camserve.Client(fake.address, max_message_bytes=1000, retries=0, **client_kwargs) as client,
+        pytest.raises(camserve.ResourceExhausted),
+    ):
+        client.explain(np.zeros((64, 64, 3), np.uint8), model="shapes-classifier")
 
 
 # ---- tokens ----
@@ -274,47 +279,49 @@ def test_token_file_without_management_key(tmp_path: Path) -> None:
         TokenSource(token_file=path, environ={}).management_key()
 
 
-def test_token_is_sent_as_bearer_metadata(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
+def test_token_is_sent_as_bearer_metadata(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
     fake.token = "sekret"
-    with camserve.Client(fake.address, token="sekret", headers={"x-team": "vision"}, **client_kwargs) as client:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, token="sekret", headers={"x-team": "vision"}, **client_kwargs) as client:
         client.ping(headers={"x-call": "1"})
     assert fake.metadata[-1]["authorization"] == "Bearer sekret"
     assert fake.metadata[-1]["x-team"] == "vision" and fake.metadata[-1]["x-call"] == "1"
 
 
-def test_wrong_token_is_unauthenticated_and_names_its_source(fake: FakeServer, client_kwargs: dict[str, object]) -> None:
+def test_wrong_token_is_unauthenticated_and_names_its_source(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
     fake.token = "right"
-    with camserve.Client(fake.address, token="wrong", **client_kwargs) as client:  # type: ignore[arg-type]
-        with pytest.raises(camserve.Unauthenticated) as info:
-            client.explain(b"a", model="shapes-classifier")
+    with (
+        camserve.Client(fake.address, token="wrong", **client_kwargs) as client,
+        pytest.raises(camserve.Unauthenticated) as info,
+    ):
+        client.explain(b"a", model="shapes-classifier")
     assert info.value.code == "PERMISSION_DENIED"
     assert "Token Authorization failed" in info.value.message and "token argument" in info.value.message
     assert fake.calls == 1
 
 
 def test_env_token_and_file_are_used(
-    fake: FakeServer, client_kwargs: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake.token, fake.management_token = "inf", "man"
     monkeypatch.setenv("CAMSERVE_TOKEN_FILE", str(key_file(tmp_path / "key_file.json", "inf", "man")))
     monkeypatch.setenv("CAMSERVE_ADDRESS", fake.address)
-    with camserve.Client(**client_kwargs) as client:  # type: ignore[arg-type]
+    with camserve.Client(**client_kwargs) as client:
         assert client.ping() == "Healthy"
         assert [m.name for m in client.models()] == fake.models
     monkeypatch.setenv("CAMSERVE_TOKEN", "inf")
     monkeypatch.delenv("CAMSERVE_TOKEN_FILE")
-    with camserve.Client(**client_kwargs) as client:  # type: ignore[arg-type]
+    with camserve.Client(**client_kwargs) as client:
         assert client.ping() == "Healthy"
         with pytest.raises(camserve.Unauthenticated, match="management key"):
             client.models()
 
 
 def test_key_file_is_reread_after_server_restart(
-    fake: FakeServer, client_kwargs: dict[str, object], tmp_path: Path
+    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path
 ) -> None:
     path = key_file(tmp_path / "key_file.json", "old", "old-m")
     fake.token = "old"
-    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
         assert client.ping() == "Healthy"
         # the server restarts with new keys; the client notices the changed file (mtime/size) or, failing
         # that, re-reads it once after the refusal
@@ -324,10 +331,12 @@ def test_key_file_is_reread_after_server_restart(
         assert fake.metadata[-1]["authorization"] == "Bearer new-key"
 
 
-def test_refused_key_triggers_one_forced_reread(fake: FakeServer, client_kwargs: dict[str, object], tmp_path: Path) -> None:
+def test_refused_key_triggers_one_forced_reread(
+    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
     path = key_file(tmp_path / "key_file.json", "k1", "m1")
     fake.token = "k1"
-    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:  # type: ignore[arg-type]
+    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
         client.ping()
         source = client.tokens
         # a key change the stat check cannot see (same mtime and size): the cached key goes stale
@@ -342,10 +351,12 @@ def test_refused_key_triggers_one_forced_reread(fake: FakeServer, client_kwargs:
         assert fake.calls == 1  # file unchanged: no pointless second attempt
 
 
-def test_token_file_missing_at_call_time(fake: FakeServer, client_kwargs: dict[str, object], tmp_path: Path) -> None:
-    with camserve.Client(fake.address, token_file=tmp_path / "nope.json", **client_kwargs) as client:  # type: ignore[arg-type]
-        with pytest.raises(camserve.Unauthenticated, match="does not exist"):
-            client.ping()
+def test_token_file_missing_at_call_time(fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path) -> None:
+    with (
+        camserve.Client(fake.address, token_file=tmp_path / "nope.json", **client_kwargs) as client,
+        pytest.raises(camserve.Unauthenticated, match="does not exist"),
+    ):
+        client.ping()
     assert fake.calls == 0
 
 
