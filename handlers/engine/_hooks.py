@@ -40,7 +40,9 @@ def frozen_eval(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def capture_outputs(modules: Mapping[str, nn.Module], *, as_leaf: bool) -> Iterator[dict[str, Tensor]]:
+def capture_outputs(
+    modules: Mapping[str, nn.Module], *, as_leaf: bool, strict: bool = True
+) -> Iterator[dict[str, Tensor]]:
     """Record the output of each named module during the forward passes run inside the block.
 
     A module called several times in one forward is recorded at its *last* call. Each hook returns a copy of the
@@ -63,6 +65,8 @@ def capture_outputs(modules: Mapping[str, nn.Module], *, as_leaf: bool) -> Itera
 
     def hook(module: nn.Module, _args: Any, output: Any) -> Any:
         if not isinstance(output, Tensor):
+            if not strict:
+                return None
             names = ", ".join(names_of[id(module)])
             raise InvalidArgumentError(
                 f"layer {names} returns {type(output).__name__}, not a tensor; pick one of its submodules",

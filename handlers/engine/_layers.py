@@ -62,7 +62,7 @@ class ProbeResult:
         candidates: Layers whose output is a spatial grid, in forward (completion) order.
         automatic: The automatically chosen layer.
         head: Name of the final ``nn.Linear`` producing the logits, if any.
-        gap_linear_layers: Candidates whose output gives the logits by global average pooling + ``head``.
+        gap_linear_layers: Candidates whose global average is exactly ``head``'s input (GAP + linear models).
     """
 
     candidates: tuple[str, ...]
@@ -71,12 +71,13 @@ class ProbeResult:
     gap_linear_layers: frozenset[str]
 
 
-def _gap_linear(grid: Tensor, head: nn.Linear, logits: Tensor) -> bool:
-    if grid.shape[1] != head.in_features:
+def _is_gap_of(grid: Tensor, features: Tensor) -> bool:
+    """Whether the head's input is exactly the global average of this grid (then CAM = head weights . grid)."""
+    if features.ndim != 2 or grid.shape[:2] != features.shape:
         return False
-    predicted = head(grid.mean(dim=(2, 3)))
-    scale = 1.0 + float(logits.abs().max())
-    return bool(torch.allclose(predicted, logits, rtol=1e-4, atol=1e-4 * scale))
+    pooled = grid.mean(dim=(2, 3))
+    scale = 1.0 + float(features.abs().max())
+    return bool(torch.allclose(pooled, features, rtol=1e-4, atol=1e-5 * scale))
 
 
 def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
@@ -93,18 +94,19 @@ def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
     names = {name: m for name, m in model.named_modules() if name}
     order: list[str] = []
     linears = {id(m): name for name, m in names.items() if isinstance(m, nn.Linear)}
-    last_linear: list[tuple[str, Tensor]] = []
+    last_linear: list[tuple[str, Tensor, Tensor | None]] = []
 
-    def note(module: nn.Module, _args: object, output: object) -> None:
+    def note(module: nn.Module, args: tuple[object, ...], output: object) -> None:
         name = linears.get(id(module))
         if name is not None and isinstance(output, Tensor):
-            last_linear.append((name, output))
+            features = args[0] if args and isinstance(args[0], Tensor) else None
+            last_linear.append((name, output, features))
 
     with frozen_eval(model), torch.inference_mode(False), torch.enable_grad():
         x.requires_grad_(True)
         handles = [m.register_forward_hook(note) for m in names.values() if id(m) in linears]
         try:
-            with capture_outputs(names, as_leaf=False) as captured:
+            with capture_outputs(names, as_leaf=False, strict=False) as captured:
                 # Completion order: a dict keeps first insertion, so re-insert on every call to get the last one.
                 order_hooks = [
                     m.register_forward_hook(lambda _m, _a, _o, n=n: order.append(n)) for n, m in names.items()
@@ -131,9 +133,14 @@ def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
                 grids[name] = t
         if not grids:
             raise InvalidArgumentError(f"no layer keeps a spatial grid at input size {input_size}")
-        weights = torch.randn(out.shape, generator=generator).to(out.device, out.dtype)
+        # A random projection of the output; plus one of the head's input, so that a zero-initialised head
+        # (torchvision's ViT with weights=None) still reveals which layers reach the features it reads.
+        score = (out * torch.randn(out.shape, generator=generator).to(out)).sum()
+        if last_linear and last_linear[-1][2] is not None and last_linear[-1][2].requires_grad:
+            features = last_linear[-1][2]
+            score = score + (features * torch.randn(features.shape, generator=generator).to(features)).sum()
         differentiable = [n for n, t in grids.items() if t.requires_grad]
-        grads = torch.autograd.grad((out * weights).sum(), [grids[n] for n in differentiable], allow_unused=True)
+        grads = torch.autograd.grad(score, [grids[n] for n in differentiable], allow_unused=True)
         alive: set[str] = set()
         for name, g in zip(differentiable, grads, strict=True):
             layout = detect_layout(tuple(g.shape[1:]), input_size) if g is not None else None
@@ -147,11 +154,11 @@ def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
         gap: set[str] = set()
         if last_linear and last_linear[-1][1].shape == out.shape and torch.equal(last_linear[-1][1], out):
             head = last_linear[-1][0]
-            linear = names[head]
-            if isinstance(linear, nn.Linear):
+            head_input = last_linear[-1][2]
+            if isinstance(names[head], nn.Linear) and head_input is not None:
                 with torch.no_grad():
                     for name, t in grids.items():
                         layout = detect_layout(tuple(t.shape[1:]), input_size)
-                        if layout is not None and _gap_linear(layout.to_grid(t), linear, out):
+                        if layout is not None and _is_gap_of(layout.to_grid(t), head_input):
                             gap.add(name)
     return ProbeResult(tuple(grids), automatic, head, frozenset(gap))
