@@ -55,6 +55,7 @@ __all__ = [
     "TargetSpec",
     "Timing",
     "check_response_size",
+    "decode_request",
     "encode_json",
     "encode_response",
     "error_json",
@@ -327,12 +328,21 @@ def parse_request(data: bytes | bytearray, caps: Capabilities, pre: Preprocessor
         NotFoundError: Unknown layer or class name.
         ResourceExhaustedError: Over a request limit.
     """
+    return parse_message(decode_request(data), caps, pre)
+
+
+def decode_request(data: bytes | bytearray) -> explain_pb2.ExplainRequest:
+    """Parses ``ExplainRequest`` bytes.
+
+    Raises:
+        InvalidArgumentError: The bytes are not a valid message (field ``"request"``).
+    """
     msg = explain_pb2.ExplainRequest()
     try:
         msg.ParseFromString(bytes(data))
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise InvalidArgumentError("the request is not a valid camserve.v1.ExplainRequest", field="request") from exc
-    return parse_message(msg, caps, pre)
+    return msg
 
 
 def parse_message(msg: explain_pb2.ExplainRequest, caps: Capabilities, pre: Preprocessor) -> ParsedRequest:
@@ -361,8 +371,8 @@ def parse_message(msg: explain_pb2.ExplainRequest, caps: Capabilities, pre: Prep
         image_id = image.id if len(image.id) <= MAX_ID_LENGTH else image.id[:MAX_ID_LENGTH]
         try:
             images.append(_image(i, image, caps, pre, default_target, default_regions))
-        except CamserveError as exc:
-            images.append(ImageFailure(i, image_id, exc))
+        except Exception as exc:  # typed errors as they are; anything else is a logged, generic INTERNAL
+            images.append(ImageFailure(i, image_id, to_camserve_error(exc)))
     return ParsedRequest(request_id, False, methods, layers, output, tuple(images))
 
 

@@ -91,7 +91,8 @@ def encode_array(tensor: torch.Tensor, encoding: EncodingName) -> Encoded:
     shape = tuple(int(d) for d in array.shape)
     if not np.isfinite(array).all():
         # The engine never produces these; encode them visibly rather than as silently wrong numbers.
-        array = np.nan_to_num(array, nan=0.0, posinf=np.finfo(np.float32).max, neginf=np.finfo(np.float32).min)
+        largest = float(np.finfo(np.float32).max)
+        array = np.nan_to_num(array, nan=0.0, posinf=largest, neginf=-largest)
     if encoding == "FLOAT16":
         if np.abs(array).max(initial=0.0) > _FLOAT16_MAX:
             return Encoded(shape, "FLOAT32", array.astype("<f4").tobytes())

@@ -46,7 +46,6 @@ from typing import Any, Final, Literal
 
 import torch
 from camserve._gen.camserve.v1 import explain_pb2
-from google.protobuf.message import DecodeError
 from torch import nn
 
 from handlers.engine import MapKey, detect_layout
@@ -66,6 +65,7 @@ from handlers.serving._codec import (
     ParsedRequest,
     Timing,
     check_response_size,
+    decode_request,
     encode_json,
     encode_response,
     error_json,
@@ -171,7 +171,7 @@ def select_device(gpu_id: object) -> torch.device:
 
 
 def _versions() -> dict[str, str]:
-    out = {"torch": torch.__version__}
+    out: dict[str, str] = {"torch": str(torch.__version__)}
     for name, dist in (("camserve", "camserve-server"), ("torchserve", "torchserve")):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[name] = importlib.metadata.version(dist)
@@ -475,7 +475,7 @@ class ExplainHandler(ABC):
             )
             response.model_info.CopyFrom(model_info(loaded.caps))
             response.versions.update(loaded.versions)
-            return response.SerializeToString()
+            return bytes(response.SerializeToString())
         timing = Timing(item.decode_ms, served.explain_ms, 0.0, batch_size)
         response = encode_response(
             item.parsed,
@@ -487,7 +487,7 @@ class ExplainHandler(ABC):
             timing=timing,
         )
         response.timing.encode_ms = _ms_since(start)
-        body = response.SerializeToString()
+        body = bytes(response.SerializeToString())
         if len(body) > loaded.caps.limits.max_response_bytes:
             # The bound said it fits; only the FLOAT16 -> FLOAT32 overflow fallback can get here.
             _log.warning("encoded response of %d bytes exceeds the limit; refused after the fact", len(body))
@@ -516,12 +516,13 @@ class ExplainHandler(ABC):
 
     def _error_proto(self, error: BaseException, request_id: str) -> bytes:
         loaded = self._loaded
-        return error_response(
+        response = error_response(
             error,
             request_id=request_id,
             model_name=loaded.model_name if loaded else "",
             model_version=loaded.model_version if loaded else "",
-        ).SerializeToString()
+        )
+        return bytes(response.SerializeToString())
 
     def _answer_error(
         self, index: int, row: Any, context: Any, error: CamserveError, *, reply: ReplyKind | None = None
@@ -620,26 +621,19 @@ def request_message(row: Any, reply: ReplyKind) -> explain_pb2.ExplainRequest:
     """
     if not isinstance(row, Mapping):
         raise InvalidArgumentError(f"unexpected input of type {type(row).__name__}", field="request")
-    if REQUEST_KEY in row or reply == "proto":
-        key = REQUEST_KEY if REQUEST_KEY in row else next(k for k in BODY_KEYS if k in row)
-        message = explain_pb2.ExplainRequest()
-        try:
-            message.ParseFromString(_as_bytes(row[key], key))
-        except (DecodeError, ValueError, RuntimeError) as exc:
-            raise InvalidArgumentError(
-                "the request is not a valid camserve.v1.ExplainRequest", field="request"
-            ) from exc
-        return message
-    key = next((k for k in BODY_KEYS if k in row), None)
-    if key is None:
+    body_key = next((k for k in BODY_KEYS if k in row), None)
+    if REQUEST_KEY in row or (reply == "proto" and body_key is not None):
+        key = REQUEST_KEY if REQUEST_KEY in row else str(body_key)
+        return decode_request(_as_bytes(row[key], key))
+    if body_key is None:
         raise InvalidArgumentError(
             "no image in the request: send the image as the whole request body with a binary content type "
             "(curl -T image.png URL, or curl -H 'Content-Type: application/octet-stream' --data-binary @image.png "
             "URL), or an ExplainRequest as 'request'",
             field="body",
         )
-    body = _as_bytes(row[key], key)
-    params = {str(k): _as_text(v, str(k)) for k, v in row.items() if k != key}
+    body = _as_bytes(row[body_key], body_key)
+    params = {str(k): _as_text(v, str(k)) for k, v in row.items() if k != body_key}
     return request_from_rest(body, params)
 
 

@@ -185,6 +185,23 @@ def test_one_bad_image_does_not_fail_the_others() -> None:
     assert err.field == "images[3]" and parsed.images[3].id == "empty"
 
 
+def test_an_unexpected_error_in_one_image_is_internal_for_that_image_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from handlers.serving import _codec
+
+    real = _codec.decode_image
+
+    def flaky(data: bytes, **kwargs: object) -> Image.Image:
+        if data == b"boom":
+            raise TypeError("bug details")
+        return real(data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_codec, "decode_image", flaky)
+    parsed = parse(request([GOOD, b"boom"]))
+    assert isinstance(parsed.images[0], ImageInput)
+    err = image_error(request([GOOD, b"boom"]), 1)
+    assert err.code == "INTERNAL" and "bug details" not in err.message
+
+
 def test_image_caps_and_raw_pixels() -> None:
     big = request([png_bytes(101, 100)])
     assert image_error(big).code == "RESOURCE_EXHAUSTED"
