@@ -1,6 +1,7 @@
 """Builds TorchServe model archives (.mar) for camserve: the one command behind every served model.
 
-    python -m model_store.archive build --all                       # every model in model_store/configs/
+    python -m model_store.archive build --all                       # every model in model_store/configs/ whose
+                                                                     # handler is installed (others: reported)
     python -m model_store.archive build shapes-classifier [NAME ...]
     python -m model_store.archive build --arch resnet50 --weights my.pt [--name my-resnet]
     python -m model_store.archive list
@@ -150,7 +151,7 @@ def _validate(config: Mapping[str, Any], *, source: str) -> None:
     A config that passes will not stop the worker from loading on a config error; one that fails is refused
     now, with the key named, instead of as a crash-looping worker later.
     """
-    from handlers.serving._config import parse_config
+    from handlers.serving import parse_config
 
     for key, kind in _WORKER_KEYS.items():
         value = config.get(key)
@@ -162,6 +163,14 @@ def _validate(config: Mapping[str, Any], *, source: str) -> None:
         parse_config(config)
     except InvalidArgumentError as exc:
         raise InvalidArgumentError(f"{source}: {exc.message}", field=exc.field) from exc
+
+
+def _entry_installed(kind: str) -> bool:
+    try:
+        _entry_file(kind)
+    except NotFoundError:
+        return False
+    return True
 
 
 def _entry_file(kind: str) -> Path:
@@ -347,8 +356,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.arch is not None:
             paths = [build_torchvision(args.arch, args.weights, args.out, name=args.name)]
+        elif args.all:
+            paths = []
+            for name in available():
+                kind = str(load_config(name)["camserve"]["kind"])
+                if not _entry_installed(kind):
+                    # --all builds what the installed handlers can serve; a named build stays strict.
+                    missing = ENTRY_MODULES[kind]
+                    print(f"archive: skipped {name}: no {kind} handler installed ({missing})", file=sys.stderr)
+                    continue
+                paths.append(build(name, args.out))
         else:
-            paths = [build(name, args.out) for name in (available() if args.all else args.names)]
+            paths = [build(name, args.out) for name in args.names]
     except CamserveError as exc:
         print(f"archive: {exc.message}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ import torchvision
 import yaml
 
 from handlers.engine.errors import InvalidArgumentError, NotFoundError
-from handlers.serving._config import parse_config
+from handlers.serving import parse_config
 from model_store import archive, zoo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +162,16 @@ def test_module_entry_point_builds_by_name(tmp_path: Path) -> None:
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     assert f"built {tmp_path / 'shapes-classifier.mar'}" in built.stdout
+
+
+def test_all_skips_kinds_without_an_installed_handler(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archive, "ENTRY_MODULES", {**archive.ENTRY_MODULES, "vae": "handlers.serving.no_such_entry"})
+    assert archive.main(["build", "--all", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped shapes-vae: no vae handler installed (handlers.serving.no_such_entry)" in err
+    assert not (tmp_path / "shapes-vae.mar").exists()
+    assert (tmp_path / "shapes-classifier.mar").is_file()
+    with pytest.raises(NotFoundError, match="no_such_entry"):  # by name it is an error
+        archive.build("shapes-vae", tmp_path)

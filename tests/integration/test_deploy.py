@@ -6,6 +6,7 @@ Kubernetes manifests and the Dockerfile.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import urllib.parse
@@ -152,3 +153,24 @@ def test_kubernetes_manifests_parse_and_agree_with_the_image() -> None:
     (predictor,) = isvc["spec"]["predictor"]["containers"]
     assert predictor["ports"] == [{"name": "h2c", "containerPort": 7070, "protocol": "TCP"}]
     assert predictor["image"] == container["image"]
+
+
+def test_serverctl_cli_without_a_server(tmp_path: Path, serverctl_module: ModuleType) -> None:
+    """stop/status on a run dir with no server, and start refusals that need no TorchServe, exit clearly."""
+    ctl = serverctl_module
+    run_dir = tmp_path / "run"
+    assert ctl.main(["stop", "--run-dir", str(run_dir)]) == 0
+    assert ctl.main(["status", "--run-dir", str(run_dir)]) == 1
+    # A stale pid file (a process that is not this run dir's TorchServe) is not a running server.
+    run_dir.mkdir()
+    (run_dir / "torchserve.pid").write_text(f"{os.getpid()}\n")
+    assert ctl.read_pid(run_dir) is None
+    with pytest.raises(ctl.ServerError, match="does not exist: build archives first"):
+        ctl.Server.start(run_dir=run_dir, model_store=tmp_path / "missing")
+    store = tmp_path / "store"
+    store.mkdir()
+    with pytest.raises(ctl.ServerError, match=r"no \.mar archives"):
+        ctl.Server.start(run_dir=run_dir, model_store=store)
+    (store / "a.mar").write_bytes(b"")
+    with pytest.raises(ctl.ServerError, match=r"no archive for b in .* \(available: a\)"):
+        ctl.Server.start(run_dir=run_dir, model_store=store, models=["b"])
