@@ -29,7 +29,8 @@ from PIL import Image, ImageDraw, ImageFont
 from camserve._colormaps import NAMES as COLORMAPS
 from camserve._colormaps import table
 from camserve._images import load_rgb
-from camserve._results import ExplainResult, Geometry, Map, Reduction, normalize_array, resize_array
+from camserve._results import ExplainResult, Geometry, Map, MapKey, Reduction, normalize_array, resize_array
+from camserve.errors import CamserveError
 
 __all__ = [
     "COLORMAPS",
@@ -468,14 +469,19 @@ def _caption(m: Map) -> str:
 def _entry_html(entry: GalleryEntry, page: _Page, *, cmap: str, alpha: float, size: int) -> str:
     result, g = entry.result, entry.result.geometry
     out = [f"<section><h2>{html.escape(entry.name)}</h2>"]
-    original = load_rgb(entry.image)
-    shown = _resized(original, *_display_size(original.width, original.height, size))
     if result.error is not None:
         e = result.error
         where = f" (field {e.field})" if e.field else ""
-        out.append(f"<div class='row'>{page.figure(shown, 'original', 'original')}</div>")
+        try:  # the image may be what failed: show it only if it can be read
+            original = load_rgb(entry.image)
+            shown = _resized(original, *_display_size(original.width, original.height, size))
+            out.append(f"<div class='row'>{page.figure(shown, 'original', 'original')}</div>")
+        except CamserveError:
+            pass
         out.append(f"<p class='error'>{html.escape(f'{type(e).__name__}: {e.message}{where}')}</p></section>")
         return "\n".join(out)
+    original = load_rgb(entry.image)
+    shown = _resized(original, *_display_size(original.width, original.height, size))
     if result.predictions:
         top = ", ".join(f"{html.escape(p.label or str(p.class_id))} {p.score:.3f}" for p in result.predictions[:3])
         out.append(f"<p class='preds'>top predictions: {top}</p>")
@@ -548,14 +554,14 @@ def _vae_table(entry: GalleryEntry, page: _Page, *, cmap: str, alpha: float, siz
         for r in regions
     )
     rows = []
-    for method in result.methods:
+    # One row per (method, layer): area Grad-CAM may be asked for at several encoder layers.
+    for method, layer in dict.fromkeys((k.method, k.layer) for k in result.maps):
         cells = []
         for r in regions:
-            found = [m for k, m in result.maps.items() if k.method == method and k.target == r]
-            if not found:
+            m = result.maps.get(MapKey(method, layer, r))
+            if m is None:
                 cells.append("<td></td>")
                 continue
-            m = found[0]
             boxes = [tuple(entry.regions[r])] if r < len(entry.regions) else []
             picture = render_map(
                 entry.image,
@@ -567,7 +573,8 @@ def _vae_table(entry: GalleryEntry, page: _Page, *, cmap: str, alpha: float, siz
                 size=size,
                 boxes=boxes,  # type: ignore[arg-type]
             )
-            stem = f"{method}_{m.layer or 'input'}_r{r}"
+            stem = f"{method}_{layer or 'input'}_r{r}"
             cells.append(f"<td>{page.figure(picture, stem, _caption(m))}</td>")
-        rows.append(f"<tr><th class='rowhead'>{html.escape(method)}</th>{''.join(cells)}</tr>")
+        title = f"{method} · {layer}" if layer else method
+        rows.append(f"<tr><th class='rowhead'>{html.escape(title)}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"

@@ -1,0 +1,63 @@
+"""The client distribution stays thin: no torch (or other server/test packages) imported or declared."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import camserve
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = ("torch", "torchvision", "captum", "pytorch_grad_cam", "matplotlib", "ts", "handlers", "model_store")
+
+
+def test_importing_camserve_imports_no_server_packages() -> None:
+    code = (
+        "import sys, camserve, camserve.render, camserve.cli, camserve.errors\n"
+        f"bad = sorted(m for m in {FORBIDDEN!r} if m in sys.modules)\n"
+        "print(','.join(bad))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "", f"importing camserve pulled in: {done.stdout.strip()}"
+
+
+def test_declared_dependencies_are_the_thin_set() -> None:
+    project = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]
+    names = {dep.split(">")[0].split("=")[0].split("<")[0].strip().lower() for dep in project["dependencies"]}
+    assert names == {"grpcio", "protobuf", "numpy", "pillow"}
+    assert project["name"] == "camserve-client"
+
+
+def test_public_api_is_exported() -> None:
+    for name in camserve.__all__:
+        assert hasattr(camserve, name), name
+    for name in (
+        "Client",
+        "AsyncClient",
+        "CamserveError",
+        "InvalidArgument",
+        "NotFound",
+        "Unauthenticated",
+        "ResourceExhausted",
+        "DeadlineExceeded",
+        "Unavailable",
+        "Internal",
+        "ExplainResult",
+        "Map",
+        "Input",
+    ):
+        assert name in camserve.__all__
+    assert all(
+        issubclass(getattr(camserve, n), camserve.CamserveError)
+        for n in (
+            "InvalidArgument",
+            "NotFound",
+            "Unauthenticated",
+            "ResourceExhausted",
+            "DeadlineExceeded",
+            "Unavailable",
+            "Internal",
+        )
+    )
