@@ -121,9 +121,12 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "
             )
         try:
             img.load()  # frame 0: Image.open leaves animations and multi-page files on their first frame
-            oriented = ImageOps.exif_transpose(img)
         except _DECODE_ERRORS as exc:
             raise InvalidArgumentError("the image is truncated or corrupt", field=field) from exc
+        try:
+            oriented = ImageOps.exif_transpose(img)
+        except _DECODE_ERRORS as exc:
+            raise InvalidArgumentError("the image's EXIF orientation data is corrupt", field=field) from exc
         return to_rgb(oriented, field=field)
 
 
