@@ -118,7 +118,7 @@ class CamserveServer:
 
 def _build_archives(out: Path) -> tuple[list[str], dict[str, str]]:
     from handlers.engine.errors import NotFoundError
-    from model_store import archive
+    from model_store import archive, zoo
 
     wanted = os.environ.get("CAMSERVE_TEST_MODELS")
     names = [n.strip() for n in wanted.split(",") if n.strip()] if wanted else list(SERVED_MODELS)
@@ -126,8 +126,10 @@ def _build_archives(out: Path) -> tuple[list[str], dict[str, str]]:
     not_served: dict[str, str] = {n: "left out by CAMSERVE_TEST_MODELS" for n in SERVED_MODELS if n not in names}
     for name in names:
         try:
+            # The zoo must build it here (weights present, checksum right), or its worker would crash-loop.
+            zoo.build(archive.load_config(name)["camserve"]["model"])
             archive.build(name, out, overrides=TEST_OVERRIDES.get(name))
-        except NotFoundError as exc:  # a model or handler that has not landed yet: serve the others
+        except NotFoundError as exc:  # a model, its weights or its handler has not landed yet: serve the others
             not_served[name] = exc.message
             continue
         built.append(name)
