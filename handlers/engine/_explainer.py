@@ -213,6 +213,8 @@ class Explainer:
             raise InvalidArgumentError("layers is empty; pass None for the default layers", field="layers")
         use_layers = names if layer_scope and names is not None else ()
         if "cam" in {m.name for m in chosen}:
+            if spec.fn is not None:
+                raise InvalidArgumentError("cam needs class targets, not a callable", field="targets")
             gap = self._probed().gap_linear_layers
             bad = [n for n in use_layers if n not in gap]
             if bad:
@@ -315,7 +317,7 @@ class Explainer:
                     f"model returned {type(output).__name__}; the explainer needs a tensor of logits"
                 )
             layouts = self._layouts(modules, captured, input_hw)
-            targets = resolve_targets(spec, output)
+            targets = resolve_targets(spec, output, differentiate=grad_enabled)
             layer_grads, input_grads = self._backward(x, targets, captured, layers, needs, rules)
             with torch.no_grad():
                 head = self._head() if any(m.name == "cam" for m in everything) else None

@@ -116,8 +116,13 @@ def parse_targets(targets: TargetsArg, top_k: TopKArg, batch: int) -> TargetSpec
     return TargetSpec(classes=tuple(per_image))
 
 
-def resolve_targets(spec: TargetSpec, output: Tensor) -> ResolvedTargets:
+def resolve_targets(spec: TargetSpec, output: Tensor, *, differentiate: bool = True) -> ResolvedTargets:
     """Turn a spec into gradient seeds for this batch's model output.
+
+    Args:
+        spec: The validated request targets.
+        output: The model output of this batch.
+        differentiate: Whether a backward pass follows (then a callable's scores must depend on the output).
 
     Raises:
         InvalidArgumentError: Class id or top_k out of range for the model's number of classes, or a callable
@@ -129,7 +134,7 @@ def resolve_targets(spec: TargetSpec, output: Tensor) -> ResolvedTargets:
         if not isinstance(scores, Tensor) or scores.shape != (batch,):
             shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
             raise InvalidArgumentError(f"target callable must return one scalar per sample [{batch}], got {shape}")
-        if not scores.requires_grad:
+        if differentiate and not scores.requires_grad:
             raise InvalidArgumentError("target callable returned a tensor that does not depend on the model output")
         seeds = torch.ones((1, batch), dtype=scores.dtype, device=scores.device)
         return ResolvedTargets(((CUSTOM_TARGET,),) * batch, None, scores, seeds)
