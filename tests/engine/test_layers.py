@@ -94,5 +94,5 @@ def test_unknown_layer_lists_close_matches() -> None:
     with pytest.raises(NotFoundError, match=r"'layer5'.*layer4") as info:
         Explainer(model, layers="layer5")
     assert info.value.code == "NOT_FOUND" and info.value.field == "layers"
-    with pytest.raises(NotFoundError, match="layer4.1.conv2"):
+    with pytest.raises(NotFoundError, match=r"layer4\.1\.conv2"):
         Explainer(model).explain(torch.randn(1, 3, 32, 32), layers=["layer4.1.conv"])

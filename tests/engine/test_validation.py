@@ -129,7 +129,7 @@ def test_model_output_must_be_logits_for_class_targets() -> None:
 
 
 def test_constructor_validation() -> None:
-    with pytest.raises(InvalidArgumentError, match="nn.Module"):
+    with pytest.raises(InvalidArgumentError, match=r"nn\.Module"):
         Explainer(lambda x: x)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="input_size"):
         Explainer(TinyGapNet(), input_size=(0, 4))
