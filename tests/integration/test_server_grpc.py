@@ -107,9 +107,21 @@ def channel(camserve_server: Any) -> Iterator[grpc.Channel]:
 
 
 @pytest.fixture(scope="module")
-def caller(camserve_server: Any, channel: grpc.Channel) -> Caller:
-    camserve_server.require(CLASSIFIER)
+def any_caller(camserve_server: Any, channel: grpc.Channel) -> Caller:
+    """A caller for tests of TorchServe's own behaviour (auth, limits, routing): any served model will do."""
     return Caller(inference_pb2_grpc.InferenceAPIsServiceStub(channel), camserve_server.inference_token)
+
+
+@pytest.fixture(scope="module")
+def served(camserve_server: Any) -> str:
+    """The model those tests call: the shapes classifier when served, else the first served model."""
+    return CLASSIFIER if CLASSIFIER in camserve_server.models else camserve_server.models[0]
+
+
+@pytest.fixture(scope="module")
+def caller(camserve_server: Any, any_caller: Caller) -> Caller:
+    camserve_server.require(CLASSIFIER)
+    return any_caller
 
 
 @pytest.fixture(scope="module")
@@ -330,10 +342,10 @@ def test_raw_image_over_rest_with_bearer_token(camserve_server: Any, caller: Cal
 
 
 @pytest.mark.parametrize("token", ["", "not-the-key", "management"])
-def test_bad_token_is_refused(camserve_server: Any, caller: Caller, token: str) -> None:
+def test_bad_token_is_refused(camserve_server: Any, any_caller: Caller, served: str, token: str) -> None:
     key = camserve_server.management_token if token == "management" else token
     with pytest.raises(grpc.RpcError) as refused:
-        caller.raw(CLASSIFIER, {"request": request([png(shapes(1)[0])]).SerializeToString()}, token=key)
+        any_caller.raw(served, {"request": request([png(shapes(1)[0])]).SerializeToString()}, token=key)
     # TorchServe 0.12 answers PERMISSION_DENIED for a missing, wrong or wrong-kind key.
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "Token Authorization failed" in (refused.value.details() or "")
@@ -348,23 +360,23 @@ def test_ping_needs_the_token_and_reports_healthy(camserve_server: Any, channel:
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-def test_unknown_model(caller: Caller) -> None:
+def test_unknown_model(any_caller: Caller) -> None:
     with pytest.raises(grpc.RpcError) as failed:
-        caller.raw("no-such-model", {"request": b""})
+        any_caller.raw("no-such-model", {"request": b""})
     # TorchServe's own answer for an unknown model (documented in DESIGN.md): INTERNAL, "Model not found".
     assert failed.value.code() == grpc.StatusCode.INTERNAL
     assert "Model not found: no-such-model" in (failed.value.details() or "")
 
 
-def test_max_request_size_is_the_grpc_inbound_limit(caller: Caller) -> None:
+def test_max_request_size_is_the_grpc_inbound_limit(any_caller: Caller, served: str) -> None:
     """deploy/config.properties max_request_size (16 MiB) bounds a gRPC call: just under reaches the handler
     (which answers in band), just over is cut off by TorchServe's gRPC server before any worker sees it."""
     limit = 16 * 1024 * 1024
     overhead = 64  # PredictionsRequest framing around the payload: model name, map entry, key
-    under = caller.raw(CLASSIFIER, {"request": b"\0" * (limit - overhead)})
+    under = any_caller.raw(served, {"request": b"\0" * (limit - overhead)})
     assert explain_pb2.ExplainResponse.FromString(under.prediction).error.code == "INVALID_ARGUMENT"
     with pytest.raises(grpc.RpcError) as refused:
-        caller.raw(CLASSIFIER, {"request": b"\0" * (limit + 1)})
+        any_caller.raw(served, {"request": b"\0" * (limit + 1)})
     # grpc-java logs RESOURCE_EXHAUSTED ("gRPC message exceeds maximum size 16777216") and resets the stream, which
     # grpcio reports as CANCELLED.
     assert refused.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED)
@@ -409,17 +421,17 @@ def test_keeps_serving_after_bad_input(camserve_server: Any, caller: Caller) -> 
 
 
 def test_wire_compatible_with_torchserves_own_proto(
-    camserve_server: Any, caller: Caller, tmp_path: Path, batch_call: tuple[np.ndarray, explain_pb2.ExplainResponse]
+    camserve_server: Any, any_caller: Caller, served: str, tmp_path: Path
 ) -> None:
     """Stubs compiled now from the inference.proto inside TorchServe's jar call our server and get our answer."""
-    images, ours = batch_call
-    msg = request([png(im) for im in images], methods=["gradcam"])
+    msg = request([png(im) for im in shapes(2, start=600)], methods=["gradcam"])
+    ours = any_caller.explain(msg, served)
     (tmp_path / "request.bin").write_bytes(msg.SerializeToString())
     script = Path(__file__).with_name("torchserve_proto_call.py")
     run = subprocess.run(
         [
             sys.executable, str(script), str(tmp_path / "work"), camserve_server.address,
-            camserve_server.inference_token, CLASSIFIER, str(tmp_path / "request.bin"), str(tmp_path / "response.bin"),
+            camserve_server.inference_token, served, str(tmp_path / "request.bin"), str(tmp_path / "response.bin"),
         ],
         capture_output=True, text=True, timeout=DEADLINE + 60, check=False,
     )  # fmt: skip
@@ -431,6 +443,7 @@ def test_wire_compatible_with_torchserves_own_proto(
     assert summary["proto_file"].startswith(str(tmp_path)) and not summary["camserve_imported"]
     theirs = explain_pb2.ExplainResponse.FromString((tmp_path / "response.bin").read_bytes())
     assert not theirs.HasField("error"), theirs.error
+    assert [r.id for r in theirs.results] == ["img-0", "img-1"]
     assert [[p.class_id for p in r.predictions] for r in theirs.results] == [
         [p.class_id for p in r.predictions] for r in ours.results
     ]
