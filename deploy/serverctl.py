@@ -645,14 +645,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command in ("start", "run"):
+            # TERM/INT while starting must stop the half-started server, not orphan it: turn them into an
+            # exception that Server.start's cleanup (and _run_foreground) handles.
+            signal.signal(signal.SIGTERM, _terminate)
+            signal.signal(signal.SIGINT, _terminate)
             print(
                 f"serverctl: starting TorchServe from {args.run_dir} (waiting for the models' workers)", file=sys.stderr
             )
-            server = Server.start(
-                run_dir=args.run_dir, model_store=args.model_store, models=args.models, bind=args.bind,
-                overrides=_overrides(args.overrides), timeout=args.timeout,
-            )  # fmt: skip
-            print(how_to_call(server))
+            try:
+                server = Server.start(
+                    run_dir=args.run_dir, model_store=args.model_store, models=args.models, bind=args.bind,
+                    overrides=_overrides(args.overrides), timeout=args.timeout,
+                )  # fmt: skip
+            except _Terminated:
+                print("serverctl: interrupted while starting; the server was stopped", file=sys.stderr)
+                return 1
+            print(how_to_call(server), flush=True)
             if args.command == "run":
                 return _run_foreground(server)
             return 0
@@ -683,21 +691,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+class _Terminated(BaseException):
+    """SIGTERM or SIGINT arrived (a BaseException, so no ``except Exception`` swallows it)."""
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise _Terminated(signal.Signals(signum).name)
+
+
 def _run_foreground(server: Server) -> int:
-    """Keeps the server in the foreground: TERM/INT stop it cleanly; returns its exit status."""
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    """Keeps the server in the foreground until it exits or TERM/INT arrives (then stops it cleanly)."""
     if server.process is None:
         raise ServerError("run needs a server started by this process")
-    while not stopping and server.process.poll() is None:
-        time.sleep(0.5)
-    if server.process.poll() is None:
+    try:
+        while server.process.poll() is None:
+            time.sleep(0.5)
+    except _Terminated as signame:
+        print(f"serverctl: {signame}: stopping TorchServe", file=sys.stderr)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the shutdown short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.stop()
         return 0
     print(f"serverctl: TorchServe exited with {server.process.returncode}\n{server.log_tail()}", file=sys.stderr)
