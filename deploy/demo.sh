@@ -24,7 +24,8 @@ echo "== building model archives (model_store/archives/)"
 # A server left from an earlier run serves old archives: replace it.
 bash deploy/stop.sh >/dev/null
 echo "== starting TorchServe (waits until every model's workers are ready)"
-bash deploy/start.sh >/dev/null   # its "how to call" text is printed by the demo below, with a real image
+started=$(bash deploy/start.sh)   # its "how to call" text is printed by the demo below, with a real image
+echo "${started%%$'\n'*}"         # first line: what is served, ready after how long
 [ "$stop" = 1 ] && trap 'bash deploy/stop.sh' EXIT
 echo "== explaining the sample images through the SDK"
 .venv/bin/python deploy/demo.py --out "$out"
