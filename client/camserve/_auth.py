@@ -43,16 +43,22 @@ def _clean(token: str | None) -> str | None:
     return token or None
 
 
+class _MissingKeyFile(Unauthenticated):
+    """The key file is not there (yet): TorchServe writes it when it starts and removes it when it stops."""
+
+
+def _missing_message(path: Path) -> str:
+    return (
+        f"token file {path} does not exist (TorchServe writes key_file.json into its working directory when it starts)"
+    )
+
+
 def _parse_key_file(path: Path) -> _Keys:
     """Reads TorchServe's key_file.json (or a plain-text file holding one key for both uses)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise Unauthenticated(
-            f"token file {path} does not exist (TorchServe writes key_file.json into its working directory "
-            "when it starts)",
-            code="UNAUTHENTICATED",
-        ) from None
+        raise _MissingKeyFile(_missing_message(path)) from None
     except OSError as exc:
         raise Unauthenticated(f"cannot read token file {path}: {exc.strerror or exc}") from None
     if not text.lstrip().startswith("{"):
@@ -113,16 +119,15 @@ class TokenSource:
         if kind == "management":
             if self._management_token:
                 return f"management key from the management_token argument or ${MANAGEMENT_TOKEN_ENV}"
-            if self._file is not None:
-                return f"management key from token file {self._file}"
-            return "no management key was given"
-        if self._token:
+        elif self._token:
             return "inference key from the token argument"
-        if self._file is not None and not (self._file_from_env and self._env_token):
-            return f"inference key from token file {self._file}"
-        if self._env_token:
+        elif self._env_token and (self._file is None or self._file_from_env):
             return f"inference key from ${TOKEN_ENV}"
-        return "no inference key was given"
+        if self._file is None:
+            return f"no {kind} key was given"
+        if not self._file.exists():
+            return _missing_message(self._file)
+        return f"{kind} key from token file {self._file}"
 
     def _file_keys(self, force: bool = False) -> _Keys | None:
         if self._file is None:
@@ -133,10 +138,23 @@ class TokenSource:
                 stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
             except OSError:
                 stamp = None
-            if force or self._keys is None or stamp != self._stamp:
-                self._keys = _parse_key_file(self._file)
-                self._stamp = stamp
-            return self._keys
+            if not force and self._keys is not None and stamp == self._stamp:
+                return self._keys
+            try:
+                keys = _parse_key_file(self._file)
+            except Unauthenticated as exc:
+                if self._keys is not None and not force:
+                    # The file vanished or is half-written: the server is restarting. Keep the last keys; the
+                    # call then fails as UNAVAILABLE (retried) and the new file is read once it is there.
+                    return self._keys
+                if isinstance(exc, _MissingKeyFile) and not force:
+                    # Never read and not there: the server has not started yet. Call without a key: a server
+                    # that is down answers UNAVAILABLE (retried); one that is up refuses the call, and the
+                    # refusal re-reads the file, which it has written by then.
+                    return None
+                raise
+            self._keys, self._stamp = keys, stamp
+            return keys
 
     def inference_key(self) -> str | None:
         """The key for inference calls (Ping, Predictions), or None to send no token."""
@@ -158,7 +176,9 @@ class TokenSource:
             return self._require(self._file_keys(), "management")
         return None
 
-    def _require(self, keys: _Keys | None, kind: str) -> str:
+    def _require(self, keys: _Keys | None, kind: str) -> str | None:
+        if keys is None:  # the key file is not there yet
+            return None
         key = getattr(keys, kind, None)
         if not key:
             raise Unauthenticated(f'token file {self._file} has no "{kind}" key')

@@ -165,6 +165,8 @@ class FakeServer:
     delay: float = 0.0
     answer: Answer | None = None
     health: str = '{"status": "Healthy"}'
+    #: Called at the start of every call (before auth), e.g. to change files the client reads.
+    on_call: Callable[[], None] | None = None
     models: list[str] = field(default_factory=lambda: ["shapes-classifier", "vae"])
     requests: list[explain_pb2.ExplainRequest] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
@@ -176,6 +178,8 @@ class FakeServer:
 
     def _enter(self, context: grpc.ServicerContext, token: str | None) -> None:
         md = {k: v for k, v in context.invocation_metadata()}
+        if self.on_call is not None:
+            self.on_call()
         with self.lock:
             self.calls += 1
             self.metadata.append(md)

@@ -262,14 +262,23 @@ def test_token_cleaning_and_plain_text_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "does not exist"), ("{not json", "not valid JSON"), ('{"API": {"key": "a"}}', "neither"), ("", "empty")],
+    [("{not json", "not valid JSON"), ('{"API": {"key": "a"}}', "neither"), ("", "empty")],
 )
-def test_bad_token_files_raise_unauthenticated(tmp_path: Path, content: str | None, message: str) -> None:
+def test_bad_token_files_raise_unauthenticated(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "key_file.json"
-    if content is not None:
-        path.write_text(content)
+    path.write_text(content)
     with pytest.raises(camserve.Unauthenticated, match=message):
         TokenSource(token_file=path, environ={}).inference_key()
+
+
+def test_missing_token_file_means_no_key_yet(tmp_path: Path) -> None:
+    source = TokenSource(token_file=tmp_path / "key_file.json", environ={})
+    assert source.inference_key() is None and source.management_key() is None
+    assert "does not exist" in source.describe() and "does not exist" in source.describe("management")
+    assert not source.refresh()
+    key_file(tmp_path / "key_file.json", "i", "m")
+    assert source.inference_key() == "i"
+    assert source.describe() == f"inference key from token file {tmp_path / 'key_file.json'}"
 
 
 def test_token_file_without_management_key(tmp_path: Path) -> None:
@@ -352,12 +361,31 @@ def test_refused_key_triggers_one_forced_reread(
 
 
 def test_token_file_missing_at_call_time(fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "key_file.json"
+    # A server without token auth does not care; the call goes without a key.
+    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
+        assert client.ping() == "Healthy"
+    assert "authorization" not in fake.metadata[-1]
+    # A server with token auth refuses it; the refusal says the file is missing.
+    fake.token = "k"
     with (
-        camserve.Client(fake.address, token_file=tmp_path / "nope.json", **client_kwargs) as client,
+        camserve.Client(fake.address, token_file=path, **client_kwargs) as client,
         pytest.raises(camserve.Unauthenticated, match="does not exist"),
     ):
         client.ping()
-    assert fake.calls == 0
+
+
+def test_token_file_written_while_the_client_waits(
+    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    # A client started before the server: no key file yet. The server comes up and writes its keys; the refusal
+    # of the key-less call makes the client read the file, and the call succeeds.
+    path = tmp_path / "key_file.json"
+    fake.token = "fresh"
+    fake.on_call = lambda: None if path.exists() else key_file(path, "fresh", "m")  # written at the first call
+    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
+        assert client.ping() == "Healthy"
+    assert [m.get("authorization") for m in fake.metadata] == [None, "Bearer fresh"]
 
 
 def test_tls_settings(tmp_path: Path) -> None:
@@ -366,3 +394,18 @@ def test_tls_settings(tmp_path: Path) -> None:
     # True (system roots) and PEM bytes build a secure channel without contacting anyone
     camserve.Client("127.0.0.1:1", tls=True).close()
     camserve.Client("127.0.0.1:1", tls=b"-----BEGIN CERTIFICATE-----\n").close()
+
+
+def test_key_file_missing_during_restart_keeps_last_keys(
+    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    path = key_file(tmp_path / "key_file.json", "k1", "m1")
+    fake.token = "k1"
+    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
+        assert client.ping() == "Healthy"
+        path.unlink()  # TorchServe removes its keys when it stops
+        assert client.ping() == "Healthy"  # the last keys are used while the file is gone
+        fake.token = "k2"
+        key_file(path, "k2", "m2")  # the restarted server's keys
+        assert client.ping() == "Healthy"
+        assert fake.metadata[-1]["authorization"] == "Bearer k2"
