@@ -351,4 +351,4 @@ class AsyncClient(ClientBase):
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-            await source.aclose()
+            await source.aclose()  # type: ignore[attr-defined]

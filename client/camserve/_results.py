@@ -12,7 +12,7 @@ import json
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from PIL import Image as PILImage
@@ -460,7 +460,7 @@ class ModelEntry:
 
 # ---- decoding (protobuf stays here, at the edge) ----
 
-_FLOAT_DTYPES = {explain_pb2.FLOAT32: np.dtype("<f4"), explain_pb2.FLOAT16: np.dtype("<f2")}
+_FLOAT_DTYPES: dict[int, np.dtype[Any]] = {explain_pb2.FLOAT32: np.dtype("<f4"), explain_pb2.FLOAT16: np.dtype("<f2")}
 
 
 def decode_tensor(tensor: explain_pb2.Tensor, what: str, default: int = explain_pb2.FLOAT16) -> np.ndarray:

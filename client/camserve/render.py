@@ -71,7 +71,7 @@ def colorize(values: np.ndarray, cmap: str = "inferno", *, normalize: bool = Tru
     if normalize:
         v = normalize_array(np.nan_to_num(v))
     index = np.clip(np.nan_to_num(v) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return table(cmap)[index]
+    return np.asarray(table(cmap)[index], dtype=np.uint8)
 
 
 def display_kind(m: Map) -> Literal["overlay", "heat", "gradient"]:
