@@ -29,6 +29,8 @@ LAYER = imagenet.DEFAULT_LAYERS[0]
 # the crop (94, 19, 356, 281), so the box leaves out the forehead and the left cheek.
 CAT_FACE_BOX = (125, 75, 350, 275)
 
+GRID_OFFSET = 15.5  # input px; see test_tf_same_padding_offsets_the_head_grid_by_half_a_cell
+
 EXPLAINED = ("gradcam", "gradcam++", "guided_backprop", "guided_gradcam", "deconvnet")
 
 
@@ -142,19 +144,26 @@ def test_guided_gradcam_matches_captum_with_the_relu6_rule(
 def test_gradcam_maximum_lies_on_the_cat_face(
     samples: dict[str, SampleInput], explained: dict[str, Explanation]
 ) -> None:
-    """Argmax of the bilinearly upsampled Grad-CAM, mapped back through the crop into original-image pixels."""
+    """Argmax of the bilinearly upsampled Grad-CAM, mapped back through the crop into original-image pixels; also
+    with the grid moved by the network's TF-"SAME" offset (15.5 input px right and down), which must not change the
+    verdict."""
+    in_h, in_w = imagenet.INPUT_SIZE
     for name in ("cat", *(n for n in samples if n != "cat")):
         up = explained[name].upsampled("gradcam", LAYER)
         v, u = divmod(int(up.argmax()), up.shape[1])
         x0, y0, x1, y1 = samples[name].geometry.crop
-        in_h, in_w = imagenet.INPUT_SIZE
-        x = x0 + (u + 0.5) * (x1 - x0) / in_w
-        y = y0 + (v + 0.5) * (y1 - y0) / in_h
-        print(f"{name}: Grad-CAM max at input ({u}, {v}) -> original ({x:.1f}, {y:.1f}); crop {(x0, y0, x1, y1)}")
-        if name == "cat":
-            fx0, fy0, fx1, fy1 = CAT_FACE_BOX
-            assert fx0 <= x < fx1
-            assert fy0 <= y < fy1
+        points = {
+            "plain": (u + 0.5, v + 0.5),
+            "grid offset": (min(u + 0.5 + GRID_OFFSET, in_w), min(v + 0.5 + GRID_OFFSET, in_h)),
+        }
+        for how, (pu, pv) in points.items():
+            x = x0 + pu * (x1 - x0) / in_w
+            y = y0 + pv * (y1 - y0) / in_h
+            print(f"{name}: Grad-CAM max ({how}) at input ({pu:.1f}, {pv:.1f}) -> original ({x:.1f}, {y:.1f})")
+            if name == "cat":
+                fx0, fy0, fx1, fy1 = CAT_FACE_BOX
+                assert fx0 <= x < fx1
+                assert fy0 <= y < fy1
 
 
 def test_automatic_layer_is_the_head_activation(lite0: nn.Module, samples: dict[str, SampleInput]) -> None:

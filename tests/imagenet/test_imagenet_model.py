@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import socket
 import urllib.request
@@ -209,3 +210,39 @@ def test_zoo_entry_builds_the_packaged_model(lite0: nn.Module) -> None:
     with torch.no_grad():
         assert torch.equal(model(x), lite0(x))
     assert zoo.info("efficientnet-lite0") == imagenet.info()
+
+
+def test_tf_same_padding_offsets_the_head_grid_by_half_a_cell(lite0: nn.Module) -> None:
+    """Each stride-2 stage pads only right/bottom when the total padding is odd ("SAME"), moving the grid by half an
+    input pixel: 0.5 * (1 + 2 + 4 + 8 + 16) = 15.5 px at 224. Measured on a linearised copy (uniform positive
+    kernels, identity batch norms and activations), where the peak of d(cell)/d(input) is the receptive field's
+    centre. The samples README documents the consequence for overlays."""
+    linear = copy.deepcopy(lite0).double()
+    for module in linear.modules():
+        if isinstance(module, nn.Conv2d):
+            module.weight.data.fill_(1.0 / module.weight[0].numel())
+        elif isinstance(module, nn.BatchNorm2d):
+            module.running_mean.zero_()
+            module.running_var.fill_(1.0)
+            module.weight.data.fill_(1.0)
+            module.bias.data.zero_()
+            module.eps = 0.0
+    for parent in list(linear.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU6):
+                setattr(parent, name, nn.Identity())
+    captured: list[torch.Tensor] = []
+    handle = linear.get_submodule("_bn1").register_forward_hook(lambda _m, _i, out: captured.append(out))
+    x = torch.ones(1, 3, *imagenet.INPUT_SIZE, dtype=torch.double, requires_grad=True)
+    try:
+        linear(x)
+    finally:
+        handle.remove()
+    for j in (2, 3, 4):
+        (grad,) = torch.autograd.grad(captured[0][0, 0, j, j], x, retain_graph=True)
+        weight = grad.abs().sum(dim=(0, 1))
+        row = weight[int(weight.argmax()) // weight.shape[1]]
+        peak = (row >= row.max() * 0.999).nonzero().flatten()
+        centre = (int(peak.min()) + int(peak.max()) + 1) / 2
+        print(f"cell {j}: receptive field centre x = {centre}, plain upsampling puts it at {(j + 0.5) * 32}")
+        assert centre - (j + 0.5) * 32 == pytest.approx(15.5, abs=1.0)
