@@ -125,9 +125,10 @@ def to_image_message(image: object, field: str) -> explain_pb2.Image:
         return explain_pb2.Image(encoded=_png_bytes(image))
     if isinstance(image, np.ndarray):
         return explain_pb2.Image(pixels=_pixels_tensor(image, field))
+    hint = " (for several images pass a list, or use explain_many for a stream)" if hasattr(image, "__iter__") else ""
     raise InvalidArgument(
         f"cannot send {type(image).__name__} as an image: pass a file path, encoded bytes, a PIL image or a "
-        "numpy array (H x W x 3)",
+        f"numpy array (H x W x 3){hint}",
         field=field,
     )
 

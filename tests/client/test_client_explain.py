@@ -94,9 +94,21 @@ def test_numpy_batch_is_a_list(client: camserve.Client, fake: FakeServer) -> Non
         (np.zeros((0, 8, 3), np.uint8), "empty"),
         (b"", "empty"),
         (12345, "cannot send int"),
+        ((x for x in [b"a"]), "use explain_many"),
         ("/definitely/not/here.png", "no such image file"),
     ],
-    ids=["chw", "rgba", "uint16", "float-range", "nan", "empty-array", "empty-bytes", "int", "missing-file"],
+    ids=[
+        "chw",
+        "rgba",
+        "uint16",
+        "float-range",
+        "nan",
+        "empty-array",
+        "empty-bytes",
+        "int",
+        "generator",
+        "missing-file",
+    ],
 )
 def test_bad_images_raise_invalid_argument_before_sending(
     client: camserve.Client, fake: FakeServer, image: object, message: str
