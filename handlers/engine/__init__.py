@@ -9,6 +9,22 @@ from handlers.engine._explainer import Explainer
 from handlers.engine._grid import GridLayout, detect_layout
 from handlers.engine._reduce import GradientReduction, reduce_gradient
 from handlers.engine._result import CUSTOM_TARGET, Explanation, MapKey, Prediction, minmax
+from handlers.engine._vae import (
+    LATENT_TOTAL,
+    Box,
+    LocalityReport,
+    Mask,
+    Region,
+    RegionsArg,
+    VAEExplainer,
+    VAEExplanation,
+    VAEMethod,
+    VAEModel,
+    area_locality,
+    region_locality,
+    register_vae_method,
+    vae_methods,
+)
 from handlers.engine.errors import (
     CamserveError,
     InternalError,
@@ -21,6 +37,8 @@ from handlers.engine.methods import Method, MethodContext, ModelFacts, available
 
 __all__ = [
     "CUSTOM_TARGET",
+    "LATENT_TOTAL",
+    "Box",
     "CamserveError",
     "Explainer",
     "Explanation",
@@ -28,17 +46,29 @@ __all__ = [
     "GridLayout",
     "InternalError",
     "InvalidArgumentError",
+    "LocalityReport",
     "MapKey",
+    "Mask",
     "Method",
     "MethodContext",
     "ModelFacts",
     "NotFoundError",
     "Prediction",
+    "Region",
+    "RegionsArg",
     "ResourceExhaustedError",
     "UnavailableError",
+    "VAEExplainer",
+    "VAEExplanation",
+    "VAEMethod",
+    "VAEModel",
+    "area_locality",
     "available_methods",
     "detect_layout",
     "minmax",
     "reduce_gradient",
+    "region_locality",
     "register_method",
+    "register_vae_method",
+    "vae_methods",
 ]

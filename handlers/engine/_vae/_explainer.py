@@ -1,0 +1,531 @@
+"""The :class:`VAEExplainer`: area maps for regions of a VAE's reconstruction, from one forward pass per batch.
+
+The explained path is deterministic, ``x_hat = decode(mu(x))`` (a seeded sample ``decode(mu + sigma * eps)`` only
+when asked). A region's score is ``sum(x_hat * mask)`` over all channels; its gradient says which input pixels the
+region was rebuilt from. All regions of all images share the passes of one call: how their backward passes are
+batched is the ``strategy`` (see :data:`Strategy`; ``benchmarks/vae_bench.py`` measures the three side by side).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Literal, TypeGuard
+
+import torch
+from torch import Tensor, nn
+
+from handlers.engine._grid import GridLayout, detect_layout
+from handlers.engine._hooks import capture_outputs, frozen_eval, relu_rule
+from handlers.engine._layers import resolve_layers
+from handlers.engine._result import MapKey
+from handlers.engine._vae._adapter import DecodeFn, EncodeFn, VAEAdapter, VAEProbe
+from handlers.engine._vae._base import LATENT_TOTAL, VAEMethod, VAENeed, get_vae_method, vae_methods
+from handlers.engine._vae._regions import Region, RegionsArg, check_regions, parse_regions, region_masks
+from handlers.engine._vae._result import VAEExplanation
+from handlers.engine.errors import InvalidArgumentError, ResourceExhaustedError
+from handlers.engine.methods import GradientRule, get_method
+
+__all__ = ["STRATEGIES", "Strategy", "VAEExplainer"]
+
+_log = logging.getLogger(__name__)
+
+#: How the backward passes of ``R`` regions per image are batched:
+#:
+#: * ``"replicate"``: each image is repeated once per region, then one forward and one backward per gradient rule
+#:   over the ``sum(R)`` rows, each row seeded with its own region's mask;
+#: * ``"batched"``: one forward over the ``B`` images, then one ``torch.autograd.grad(..., is_grads_batched=True)``
+#:   per rule with ``max(R)`` stacked seeds (vmap over the backward);
+#: * ``"loop"``: one forward, then ``max(R)`` backward passes per rule (the reference the other two must match).
+Strategy = Literal["replicate", "batched", "loop"]
+STRATEGIES: tuple[Strategy, ...] = ("replicate", "batched", "loop")
+
+
+def _is_int(v: object) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_strategy(v: object) -> TypeGuard[Strategy]:
+    return v in STRATEGIES
+
+
+class _Context:
+    """The :class:`~handlers.engine._vae._base.VAEContext` (and classifier ``MethodContext``) of one batch."""
+
+    def __init__(
+        self,
+        input_size: tuple[int, int],
+        latents: tuple[int, ...],
+        activations: Mapping[str, Tensor],
+        layouts: Mapping[str, GridLayout],
+        layer_grads: Mapping[str, Tensor],
+        input_grads: Mapping[GradientRule, Tensor],
+        latent_grads: Mapping[str, Tensor],
+    ) -> None:
+        self._input_size = input_size
+        self._latents = latents
+        self._activations = activations
+        self._layouts = layouts
+        self._layer_grads = layer_grads
+        self._input_grads = input_grads
+        self._latent_grads = latent_grads
+        self._results: dict[tuple[str, str], Tensor] = {}
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self._input_size
+
+    @property
+    def latents(self) -> tuple[int, ...]:
+        return self._latents
+
+    def activation(self, layer: str) -> Tensor:
+        return self._layouts[layer].to_grid(self._activations[layer].detach()).float()
+
+    def layer_gradient(self, layer: str) -> Tensor:
+        return self._layouts[layer].to_grid(self._layer_grads[layer]).float()
+
+    def input_gradient(self, rule: GradientRule) -> Tensor:
+        return self._input_grads[rule].float()
+
+    def latent_gradient(self, layer: str) -> Tensor:
+        return self._layouts[layer].to_grid(self._latent_grads[layer]).float()
+
+    def head_weights(self, layer: str) -> Tensor:
+        raise InvalidArgumentError("a VAE has no classification head; cam does not apply", field="methods")
+
+    def result(self, method: str, layer: str) -> Tensor:
+        key = (method, layer)
+        if key not in self._results:
+            self._results[key] = get_method(method).compute(self, layer)
+        return self._results[key]
+
+
+class VAEExplainer:
+    """Area maps and latent attention for a VAE, from one forward pass per batch.
+
+    The model is used as given (already on its device) and left exactly as found after every call, including calls
+    that raise: its train/eval mode per module, its parameters' ``requires_grad`` flags, no hooks and no ``.grad``.
+
+    Args:
+        model: The VAE. With ``encode(x) -> (mu, logvar)`` and ``decode(z)`` methods (:class:`VAEModel`) it works as
+            is; otherwise pass ``encode`` and ``decode``, which must only use ``model``'s parameters.
+        encode: ``x -> (mu, logvar)``; default ``model.encode``.
+        decode: ``z -> x_hat`` ``[B, C, H, W]``; default ``model.decode``.
+        layers: Default encoder layer(s) for ``area_gradcam`` / ``latent_gradcam`` by dotted module name;
+            ``None`` = the encoder's last spatial feature map (found by a probe pass).
+        input_size: ``(H, W)`` for the probe that lists candidate layers.
+        strategy: How region backward passes are batched (:data:`Strategy`); the default is the fastest measured on
+            CPU for the shapes VAE (``benchmarks/vae_bench.py``).
+
+    Raises:
+        InvalidArgumentError: Bad arguments, or a model without encode/decode.
+        NotFoundError: A layer name the model does not have.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        encode: EncodeFn | None = None,
+        decode: DecodeFn | None = None,
+        layers: str | Sequence[str] | None = None,
+        input_size: tuple[int, int] = (64, 64),
+        strategy: Strategy = "replicate",
+    ) -> None:
+        self._adapter = VAEAdapter(model, encode, decode)
+        if not _is_strategy(strategy):
+            raise InvalidArgumentError(f"strategy must be one of {STRATEGIES}, got {strategy!r}", field="strategy")
+        self._strategy: Strategy = strategy
+        size = tuple(input_size)
+        if len(size) != 2 or not all(_is_int(s) and s > 0 for s in size):
+            raise InvalidArgumentError(f"input_size must be (H, W) positive ints, got {input_size!r}")
+        self._input_size = (int(size[0]), int(size[1]))
+        self._layers = self._parse_layers(layers) if layers is not None else None
+        if self._layers is not None and not self._layers:
+            raise InvalidArgumentError("layers is empty; pass None for the automatic choice", field="layers")
+
+    # ----------------------------------------------------------------------------------------------- properties
+    @property
+    def model(self) -> nn.Module:
+        """The explained model."""
+        return self._adapter.module
+
+    @property
+    def device(self) -> torch.device:
+        """The model's device (where inputs go and maps stay)."""
+        return self._adapter.device
+
+    @property
+    def strategy(self) -> Strategy:
+        """How region backward passes are batched."""
+        return self._strategy
+
+    @property
+    def candidate_layers(self) -> tuple[str, ...]:
+        """Encoder modules with a spatial output at ``input_size``, in completion order (runs the probe once)."""
+        return self._adapter.probe(self._input_size).candidates
+
+    @property
+    def default_layers(self) -> tuple[str, ...]:
+        """The layers given to the constructor, or the automatic choice (empty if the encoder has none)."""
+        if self._layers is not None:
+            return self._layers
+        automatic = self._adapter.probe(self._input_size).automatic
+        return (automatic,) if automatic is not None else ()
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Registered VAE methods usable with the default layers (layer methods need an encoder feature map)."""
+        has_layer = bool(self.default_layers)
+        return tuple(n for n in vae_methods() if has_layer or get_vae_method(n).scope == "input")
+
+    def output_size(self, input_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """The reconstruction ``(H, W)`` for inputs of ``input_size`` (default: the constructor's); regions live in
+        these coordinates. One probe pass per new size, cached."""
+        return self._adapter.probe(input_size or self._input_size).output_size
+
+    def latent_dims(self, input_size: tuple[int, int] | None = None) -> int:
+        """Number of latent dimensions ``latent_gradcam`` can explain: channels of a spatial ``mu``, else its size."""
+        return self._adapter.probe(input_size or self._input_size).latent_shape[0]
+
+    # ----------------------------------------------------------------------------------------------- explain
+    def explain(
+        self,
+        images: Tensor,
+        methods: str | Sequence[str] = ("area_saliency",),
+        regions: RegionsArg | None = None,
+        layers: str | Sequence[str] | None = None,
+        latents: Sequence[int] | None = None,
+        sample_seed: int | None = None,
+    ) -> list[VAEExplanation]:
+        """Explain a batch: one :class:`VAEExplanation` per image, in order.
+
+        Args:
+            images: ``[B, C, H, W]`` float tensor in the model's input space; moved to the model's device if needed.
+            methods: VAE method names (:func:`vae_methods`); empty = the reconstruction only.
+            regions: One item per image: a region or a list of regions (ragged counts allowed). A region is a
+                :class:`Box` / ``(x0, y0, x1, y1)`` (half-open, reconstruction pixels) or a :class:`Mask` / bool
+                ``[H', W']`` tensor of the reconstruction. Required by the area methods; optional otherwise.
+            layers: Encoder layer(s) for layer methods; ``None`` = :attr:`default_layers`; several = a sweep.
+            latents: Latent dimensions for ``latent_gradcam`` (``None`` = all of them).
+            sample_seed: ``None`` explains ``decode(mu)``; an int explains ``decode(mu + exp(logvar / 2) * eps)``
+                with ``eps`` drawn on the CPU in float32 from ``torch.Generator().manual_seed(sample_seed)`` (the
+                same draws on any device and dtype), one draw per image.
+
+        Raises:
+            InvalidArgumentError: Invalid images, methods, regions (the field names image, region and coordinate),
+                latents, seed, or a layer that cannot be used.
+            NotFoundError: Unknown layer name.
+            ResourceExhaustedError: The device ran out of memory even for a single image.
+        """
+        x = self._check_images(images)
+        chosen = self._check_methods(methods)
+        batch = int(x.shape[0])
+        input_hw = (int(x.shape[2]), int(x.shape[3]))
+        needs_regions = any(m.rows == "regions" for m in chosen)
+        parsed = parse_regions(regions, batch) if needs_regions or regions is not None else ((),) * batch
+        layer_scope = any(m.scope == "layer" for m in chosen)
+        names: tuple[str, ...] = ()
+        if layer_scope:
+            names = self._parse_layers(layers) if layers is not None else self.default_layers
+            if not names:
+                if layers is not None:
+                    raise InvalidArgumentError("layers is empty; pass None for the default layers", field="layers")
+                raise InvalidArgumentError(
+                    "the encoder has no layer with a spatial output; pass layers= explicitly", field="layers"
+                )
+        if sample_seed is not None and (not _is_int(sample_seed) or sample_seed < 0):
+            raise InvalidArgumentError(f"sample_seed must be None or an int >= 0, got {sample_seed!r}", field="seed")
+        probe = self._adapter.probe(input_hw)
+        check_regions(parsed, probe.output_size)
+        wanted = self._check_latents(latents, probe) if any(m.rows == "latents" for m in chosen) else ()
+        return self._explain_splitting(x, chosen, names, parsed, wanted, sample_seed)
+
+    # ----------------------------------------------------------------------------------------------- validation
+    def _parse_layers(self, layers: str | Sequence[str]) -> tuple[str, ...]:
+        names = (layers,) if isinstance(layers, str) else tuple(layers)
+        return tuple(resolve_layers(self._adapter.module, names))
+
+    def _check_images(self, images: Tensor) -> Tensor:
+        if not isinstance(images, Tensor):
+            raise InvalidArgumentError(f"images must be a tensor, got {type(images).__name__}", field="images")
+        if images.ndim != 4:
+            raise InvalidArgumentError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}", field="images")
+        if not images.is_floating_point():
+            raise InvalidArgumentError(f"images must be floating point, got {images.dtype}", field="images")
+        if images.shape[0] < 1 or images.shape[2] < 1 or images.shape[3] < 1:
+            raise InvalidArgumentError(f"images is empty: shape {tuple(images.shape)}", field="images")
+        if images.shape[1] != self._adapter.in_channels:
+            raise InvalidArgumentError(
+                f"images have {images.shape[1]} channels, the model expects {self._adapter.in_channels}",
+                field="images",
+            )
+        if not bool(torch.isfinite(images).all()):
+            raise InvalidArgumentError("images contain NaN or infinite values", field="images")
+        return images.to(device=self.device, dtype=self._adapter.dtype)
+
+    @staticmethod
+    def _check_methods(methods: str | Sequence[str]) -> list[VAEMethod]:
+        names = (methods,) if isinstance(methods, str) else tuple(methods)
+        chosen: dict[str, VAEMethod] = {}
+        for name in names:
+            if not isinstance(name, str):
+                raise InvalidArgumentError(f"method names must be strings, got {name!r}", field="methods")
+            chosen.setdefault(name, get_vae_method(name))
+        return list(chosen.values())
+
+    @staticmethod
+    def _check_latents(latents: Sequence[int] | None, probe: VAEProbe) -> tuple[int, ...]:
+        dims = probe.latent_shape[0]
+        if latents is None:
+            return tuple(range(dims))
+        if isinstance(latents, (str, bytes)) or not isinstance(latents, Sequence):
+            raise InvalidArgumentError(f"latents must be a list of ints, got {type(latents).__name__}", field="latents")
+        if not latents:
+            raise InvalidArgumentError("latents is empty; pass None for all latent dimensions", field="latents")
+        for i, c in enumerate(latents):
+            if not _is_int(c) or not 0 <= c < dims:
+                raise InvalidArgumentError(
+                    f"latents[{i}] = {c!r} is not a latent dimension in [0, {dims})", field=f"latents[{i}]"
+                )
+        if len(set(latents)) != len(latents):
+            raise InvalidArgumentError(f"latents repeats a dimension: {list(latents)}", field="latents")
+        return tuple(int(c) for c in latents)
+
+    # ----------------------------------------------------------------------------------------------- running
+    def _explain_splitting(
+        self,
+        x: Tensor,
+        methods: list[VAEMethod],
+        layers: tuple[str, ...],
+        regions: tuple[tuple[Region, ...], ...],
+        latents: tuple[int, ...],
+        seed: int | None,
+    ) -> list[VAEExplanation]:
+        """Run a batch; on device out-of-memory, retry its halves (down to single images).
+
+        Each image keeps its own sample when ``seed`` is set only for unsplit batches; a split batch draws per half.
+        """
+        try:
+            return self._run(x, methods, layers, regions, latents, seed)
+        except torch.OutOfMemoryError:
+            pass  # retried below, outside the handler so the failed attempt's tensors are freed first
+        batch = int(x.shape[0])
+        if batch == 1:
+            raise ResourceExhaustedError("the device ran out of memory explaining a single image")
+        if x.device.type == "cuda":
+            torch.cuda.empty_cache()
+        half = batch // 2
+        _log.warning("out of memory on a VAE batch of %d; retrying as %d + %d", batch, half, batch - half)
+        return self._explain_splitting(
+            x[:half], methods, layers, regions[:half], latents, seed
+        ) + self._explain_splitting(x[half:], methods, layers, regions[half:], latents, seed)
+
+    def _run(
+        self,
+        images: Tensor,
+        methods: list[VAEMethod],
+        layers: tuple[str, ...],
+        regions: tuple[tuple[Region, ...], ...],
+        latents: tuple[int, ...],
+        seed: int | None,
+    ) -> list[VAEExplanation]:
+        """One batch: forward with hooks, the needed backward passes, the methods, the per-image results."""
+        needs: set[VAENeed] = set().union(*(m.needs for m in methods)) if methods else set()
+        rule_of: dict[VAENeed, GradientRule] = {"input_grad": "plain", "guided_grad": "guided"}
+        rules = [rule for need, rule in rule_of.items() if need in needs]
+        region_grads = bool(rules) or "layer_grad" in needs
+        batch = int(images.shape[0])
+        input_hw = (int(images.shape[2]), int(images.shape[3]))
+        counts = [len(r) for r in regions]
+        replicate = self._strategy == "replicate" and region_grads
+        device = images.device
+        if replicate:
+            rows = torch.repeat_interleave(torch.arange(batch), torch.tensor(counts)).to(device)
+        else:
+            rows = torch.arange(batch, device=device)
+        # Row of each image's first copy (its reconstruction and activations), and each row's region slot.
+        offsets = [sum(counts[:i]) for i in range(batch)] if replicate else list(range(batch))
+        first = torch.tensor(offsets, device=device)
+        modules = resolve_layers(self._adapter.module, layers) if layers else {}
+        grad_enabled = region_grads or "latent_grad" in needs
+        with (
+            frozen_eval(self._adapter.module),
+            torch.inference_mode(False),
+            torch.enable_grad() if grad_enabled else torch.no_grad(),
+        ):
+            # A fresh tensor: never an inference tensor, never the caller's autograd history.
+            x = images.clone() if images.is_inference() else images.detach()
+            if replicate:
+                x = x[rows]
+            if rules:
+                x.requires_grad_(True)
+            with capture_outputs(modules, as_leaf=True) as captured:
+                mu, logvar = self._adapter.encode(x)
+            layouts = self._layouts(modules, captured, input_hw)
+            z = mu if seed is None else mu + torch.exp(0.5 * logvar) * self._noise(seed, mu, batch)[rows]
+            recon = self._adapter.decode(z)
+            layer_grads, input_grads, latent_grads = self._backward(
+                x, mu, recon, captured, layers, needs, rules, regions, latents, replicate
+            )
+            with torch.no_grad():
+                activations: Mapping[str, Tensor] = captured
+                if replicate:  # every copy of an image has the same activations and latent gradients
+                    activations = {name: captured[name][first] for name in layers}
+                    latent_grads = {name: g[:, first] for name, g in latent_grads.items()}
+                ctx = _Context(input_hw, latents, activations, layouts, layer_grads, input_grads, latent_grads)
+                results: dict[tuple[str, str], Tensor] = {}
+                for m in methods:
+                    for layer in layers if m.scope == "layer" else ("",):
+                        results[(m.name, layer)] = m.compute(ctx, layer)
+                reconstructions = recon.detach()[first].float()
+        return self._assemble(methods, results, regions, latents, reconstructions, input_hw)
+
+    @staticmethod
+    def _noise(seed: int, mu: Tensor, batch: int) -> Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        eps = torch.randn((batch, *mu.shape[1:]), generator=generator)  # float32 draws whatever the model's dtype
+        return eps.to(device=mu.device, dtype=mu.dtype)
+
+    @staticmethod
+    def _layouts(
+        modules: Mapping[str, nn.Module], captured: Mapping[str, Tensor], input_hw: tuple[int, int]
+    ) -> dict[str, GridLayout]:
+        layouts: dict[str, GridLayout] = {}
+        for name in modules:
+            if name not in captured:
+                raise InvalidArgumentError(f"layer {name!r} is not run by the encoder", field="layers")
+            shape = tuple(captured[name].shape)
+            layout = detect_layout(shape[1:], input_hw)
+            if layout is None:
+                raise InvalidArgumentError(
+                    f"layer {name!r} output {shape} is not a spatial map for input {input_hw}", field="layers"
+                )
+            layouts[name] = layout
+        return layouts
+
+    def _backward(
+        self,
+        x: Tensor,
+        mu: Tensor,
+        recon: Tensor,
+        captured: Mapping[str, Tensor],
+        layers: tuple[str, ...],
+        needs: set[VAENeed],
+        rules: list[GradientRule],
+        regions: tuple[tuple[Region, ...], ...],
+        latents: tuple[int, ...],
+        replicate: bool,
+    ) -> tuple[dict[str, Tensor], dict[GradientRule, Tensor], dict[str, Tensor]]:
+        """All backward passes of a call: latents (if asked), then one per gradient rule for the regions."""
+        layer_grads: dict[str, Tensor] = {}
+        input_grads: dict[GradientRule, Tensor] = {}
+        latent_grads: dict[str, Tensor] = {}
+        plain: list[tuple[str, Tensor]] = []
+        if "input_grad" in needs:
+            plain.append(("", x))
+        if "layer_grad" in needs:
+            plain.extend((name, captured[name]) for name in layers)
+        passes: list[tuple[GradientRule, list[tuple[str, Tensor]]]] = []
+        if plain:
+            passes.append(("plain", plain))
+        passes.extend((rule, [("", x)]) for rule in rules if rule != "plain")
+        if "latent_grad" in needs:
+            grads = _latent_grads(mu, latents, [captured[n] for n in layers], retain=bool(passes))
+            latent_grads = dict(zip(layers, grads, strict=True))
+        if not passes:
+            return layer_grads, input_grads, latent_grads
+        counts = [len(r) for r in regions]
+        batch = len(counts)
+        size = (int(recon.shape[2]), int(recon.shape[3]))
+        masks = [region_masks(r, size, dtype=recon.dtype, device=recon.device) for r in regions]
+        k = max(counts)
+        for i, (rule, inputs) in enumerate(passes):
+            retain = i < len(passes) - 1
+            tensors = [t for _, t in inputs]
+            with contextlib.nullcontext() if rule == "plain" else relu_rule(recon.grad_fn, "guided"):
+                if replicate:
+                    seeds = torch.cat(masks).expand(-1, recon.shape[1], -1, -1)
+                    grads = [_unreplicate(g, counts, k) for g in _grad(recon, tensors, seeds, retain)]
+                else:
+                    seeds = torch.zeros((k, batch, *recon.shape[1:]), dtype=recon.dtype, device=recon.device)
+                    for b, m in enumerate(masks):
+                        seeds[: counts[b], b] = m
+                    if self._strategy == "batched" and k > 1:
+                        grads = _grad(recon, tensors, seeds, retain, batched=True)
+                    else:
+                        per_slot = [_grad(recon, tensors, seeds[j], retain or j < k - 1) for j in range(k)]
+                        grads = [torch.stack(gs) for gs in zip(*per_slot, strict=True)]
+            for (name, _), g in zip(inputs, grads, strict=True):
+                if name:
+                    layer_grads[name] = g
+                else:
+                    input_grads[rule] = g
+        return layer_grads, input_grads, latent_grads
+
+    @staticmethod
+    def _assemble(
+        methods: list[VAEMethod],
+        results: Mapping[tuple[str, str], Tensor],
+        regions: tuple[tuple[Region, ...], ...],
+        latents: tuple[int, ...],
+        reconstructions: Tensor,
+        input_hw: tuple[int, int],
+    ) -> list[VAEExplanation]:
+        kinds = {m.name: m.rows for m in methods}
+        out: list[VAEExplanation] = []
+        for i, per_image in enumerate(regions):
+            maps: dict[MapKey, Tensor] = {}
+            for (method, layer), r in results.items():
+                if kinds[method] == "regions":
+                    maps.update((MapKey(method, layer, j), r[j, i]) for j in range(len(per_image)))
+                else:
+                    maps.update((MapKey(method, layer, c), r[row, i]) for row, c in enumerate(latents))
+                    maps[MapKey(method, layer, LATENT_TOTAL)] = r[-1, i]
+            out.append(
+                VAEExplanation(
+                    predictions=(),
+                    targets=tuple(range(len(per_image))),
+                    maps=MappingProxyType(maps),
+                    input_size=input_hw,
+                    reconstruction=reconstructions[i],
+                    regions=per_image,
+                    latents=latents if "latents" in kinds.values() else (),
+                )
+            )
+        return out
+
+
+def _grad(output: Tensor, inputs: list[Tensor], seeds: Tensor, retain: bool, batched: bool = False) -> list[Tensor]:
+    """``d <seeds, output> / d inputs`` in one autograd call (``batched``: one result row per leading seed row)."""
+    for t in inputs:
+        if not t.requires_grad:
+            raise InvalidArgumentError("a requested layer does not depend on the input", field="layers")
+    grads = torch.autograd.grad(output, inputs, seeds, retain_graph=retain, allow_unused=True, is_grads_batched=batched)
+    out = [g for g in grads if g is not None]
+    if len(out) != len(inputs):
+        raise InvalidArgumentError("a requested layer does not influence the reconstruction", field="layers")
+    return out
+
+
+def _unreplicate(g: Tensor, counts: list[int], k: int) -> Tensor:
+    """Rows ``[sum(R), ...]`` of a replicated batch -> ``[k, B, ...]`` (region slot, image), zeros past ``R_b``."""
+    out = g.new_zeros((k, len(counts), *g.shape[1:]))
+    start = 0
+    for b, n in enumerate(counts):
+        out[:n, b] = g[start : start + n]
+        start += n
+    return out
+
+
+def _latent_grads(mu: Tensor, latents: tuple[int, ...], layers: list[Tensor], retain: bool) -> list[Tensor]:
+    """Per explained latent ``c``: ``d sum_positions(mu[:, c]) / d layer``, ``[L, B, ...]`` per layer, one call."""
+    seeds = torch.zeros((len(latents), *mu.shape), dtype=mu.dtype, device=mu.device)
+    for row, c in enumerate(latents):
+        seeds[row, :, c] = 1
+    if len(latents) == 1:
+        return [g.unsqueeze(0) for g in _grad(mu, layers, seeds[0], retain)]
+    return _grad(mu, layers, seeds, retain, batched=True)
