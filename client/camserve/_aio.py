@@ -128,7 +128,7 @@ class AsyncClient(ClientBase):
         kind: str = "inference",
     ) -> tuple[T, float]:
         """One logical call: deadline, metadata, retries (same policy as the sync client)."""
-        state = self._state(timeout, kind)
+        state = self._state(timeout, kind, request)
         while True:
             remaining = state.remaining()
             try:

@@ -92,10 +92,12 @@ class ClientBase:
 
     # ---- per call ----
 
-    def _state(self, timeout: float | None, kind: str = "inference") -> CallState:
+    def _state(self, timeout: float | None, kind: str = "inference", request: object = None) -> CallState:
         if self._closed:
             raise InvalidArgument("the client is closed", field="client")
-        return CallState(self.timeout if timeout is None else timeout, self.retry_policy, self.tokens, self._rng, kind)
+        size = request.ByteSize() if hasattr(request, "ByteSize") else 0
+        seconds = self.timeout if timeout is None else timeout
+        return CallState(seconds, self.retry_policy, self.tokens, self._rng, kind, request_bytes=size)
 
     def _metadata(self, kind: str, headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
         key = self.tokens.management_key() if kind == "management" else self.tokens.inference_key()

@@ -138,7 +138,7 @@ class Client(ClientBase):
         kind: str = "inference",
     ) -> tuple[T, float]:
         """One logical call: deadline, metadata, retries. Returns the response and the elapsed milliseconds."""
-        state = self._state(timeout, kind)
+        state = self._state(timeout, kind, request)
         while True:
             remaining = state.remaining()
             try:

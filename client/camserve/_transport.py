@@ -22,7 +22,14 @@ from pathlib import Path
 import grpc
 
 from camserve._auth import TokenSource
-from camserve.errors import CamserveError, DeadlineExceeded, InvalidArgument, Unauthenticated, Unavailable
+from camserve.errors import (
+    CamserveError,
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 
 DEFAULT_ADDRESS = "127.0.0.1:7070"
 ADDRESS_ENV = "CAMSERVE_ADDRESS"
@@ -31,6 +38,9 @@ ADDRESS_ENV = "CAMSERVE_ADDRESS"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 TlsLike = bool | bytes | str | os.PathLike[str]
+#: Requests at least this large that the server drops mid-stream (CANCELLED) were over its size limit: grpc-java
+#: resets the stream when a message exceeds max_request_size (TorchServe's default is 6,553,500 B).
+LARGE_REQUEST_BYTES = 4 * 1024 * 1024
 
 
 def resolve_address(address: str | None) -> str:
@@ -130,7 +140,13 @@ class CallState:
     """Tracks one logical call across attempts and decides what follows each failure (shared by both clients)."""
 
     def __init__(
-        self, timeout: float, policy: RetryPolicy, tokens: TokenSource, rng: random.Random, kind: str = "inference"
+        self,
+        timeout: float,
+        policy: RetryPolicy,
+        tokens: TokenSource,
+        rng: random.Random,
+        kind: str = "inference",
+        request_bytes: int = 0,
     ) -> None:
         if not timeout or timeout <= 0:
             raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}", field="timeout")
@@ -144,6 +160,7 @@ class CallState:
         self.retries = 0
         self.refreshed = False
         self.kind = kind
+        self.request_bytes = request_bytes
 
     def remaining(self) -> float:
         """Seconds left for the next attempt; raises DeadlineExceeded when none are."""
@@ -180,6 +197,13 @@ class CallState:
             return DeadlineExceeded(self._deadline_message(error.message), code=error.code, field=error.field)
         if isinstance(error, Unavailable) and self.attempts > 1:
             return Unavailable(f"{error.message} (after {self.attempts} attempts)", code=error.code, field=error.field)
+        if error.code == "CANCELLED" and self.request_bytes >= LARGE_REQUEST_BYTES:
+            return ResourceExhausted(
+                f"the server dropped the request ({self.request_bytes:,} bytes; {error.message}): it is probably "
+                "over the server's max_request_size; send fewer or smaller images (encoded files are much smaller "
+                "than raw pixel arrays)",
+                code=error.code,
+            )
         if isinstance(error, Unauthenticated):
             return Unauthenticated(
                 f"{error.message} ({self.tokens.describe(self.kind)})",

@@ -247,6 +247,12 @@ def test_over_the_limits_is_resource_exhausted_or_invalid(served: Served) -> Non
             client.explain([np.zeros((8, 8, 3), np.uint8)] * (info.max_images + 1), model=served.classifier)
 
 
+def test_request_over_the_size_limit_is_resource_exhausted(served: Served) -> None:
+    big = np.zeros((1500, 1500, 3), np.float32)  # 27 MB of raw pixels, over deploy/config.properties' 16 MiB
+    with served.client(retries=0) as client, pytest.raises(camserve.ResourceExhausted, match="max_request_size"):
+        client.explain(big, model=served.classifier)
+
+
 def test_bad_tokens_are_unauthenticated(served: Served, tmp_path: Path) -> None:
     with camserve.Client(served.server.address, token="wrong") as client, pytest.raises(camserve.Unauthenticated) as e:
         client.ping()

@@ -409,3 +409,16 @@ def test_key_file_missing_during_restart_keeps_last_keys(
         key_file(path, "k2", "m2")  # the restarted server's keys
         assert client.ping() == "Healthy"
         assert fake.metadata[-1]["authorization"] == "Bearer k2"
+
+
+def test_large_request_dropped_by_the_server_is_resource_exhausted(
+    fake: FakeServer, client_kwargs: dict[str, Any]
+) -> None:
+    # grpc-java (TorchServe) resets the stream of a message over max_request_size: grpcio sees CANCELLED
+    fake.abort_code = grpc.StatusCode.CANCELLED
+    with camserve.Client(fake.address, **client_kwargs) as client:
+        with pytest.raises(camserve.ResourceExhausted, match="max_request_size") as info:
+            client.explain(np.zeros((1200, 1200, 3), np.uint8), model="shapes-classifier")
+        assert info.value.code == "CANCELLED"
+        with pytest.raises(camserve.Internal):  # a small request cancelled is not about its size
+            client.explain(np.zeros((8, 8, 3), np.uint8), model="shapes-classifier")
