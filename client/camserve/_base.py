@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -17,7 +18,7 @@ from camserve._gen.camserve.v1 import explain_pb2
 from camserve._gen.org.pytorch.serve.grpc.inference import inference_pb2
 from camserve._gen.org.pytorch.serve.grpc.management import management_pb2
 from camserve._images import is_single_image
-from camserve._request import ExplainOptions, build_request, image_messages
+from camserve._request import ExplainOptions, Input, build_request, image_messages
 from camserve._results import (
     ExplainResult,
     ModelEntry,
@@ -53,6 +54,7 @@ class PreparedBatch:
     request: explain_pb2.ExplainRequest | None
     sent: tuple[int, ...]  # positions (0-based within the batch) of the images in `request`
     failed: Mapping[int, CamserveError]  # position -> client-side error
+    ids: tuple[str, ...]  # every image's id, by position
 
 
 class ClientBase:
@@ -185,15 +187,21 @@ class ClientBase:
         """Converts one batch of images; images that cannot be sent become errors instead of failing the batch."""
         messages = []
         sent = []
+        ids = []
         failed: dict[int, CamserveError] = {}
         for offset, item in enumerate(items):
+            index = start + offset
+            given = item.id if isinstance(item, Input) else None
+            ids.append(given if given is not None else str(index))
             try:
-                messages.extend(image_messages([item], start + offset))
+                messages.extend(image_messages([item], index))
                 sent.append(offset)
             except CamserveError as exc:
                 failed[offset] = exc
         request = build_request(messages, options, request_id) if messages else None
-        return PreparedBatch(start=start, count=len(items), request=request, sent=tuple(sent), failed=failed)
+        return PreparedBatch(
+            start=start, count=len(items), request=request, sent=tuple(sent), failed=failed, ids=tuple(ids)
+        )
 
     @staticmethod
     def _predictions_request(
@@ -221,35 +229,22 @@ class ClientBase:
         for offset in range(batch.count):
             index = batch.start + offset
             if offset in batch.failed:
-                out.append(
-                    ExplainResult(
-                        index=index,
-                        id=str(index),
-                        predictions=(),
-                        maps=types.MappingProxyType({}),
-                        reconstruction=None,
-                        geometry=None,
-                        timing=Timing(),
-                        model_name=model,
-                        error=batch.failed[offset],
-                    )
+                failed = ExplainResult(
+                    index=index,
+                    id=batch.ids[offset],
+                    predictions=(),
+                    maps=types.MappingProxyType({}),
+                    reconstruction=None,
+                    geometry=None,
+                    timing=Timing(),
+                    model_name=model,
+                    error=batch.failed[offset],
                 )
+                out.append(failed)
             else:
                 r = by_position[offset]
-                out.append(
-                    ExplainResult(
-                        index=index,
-                        id=r.id,
-                        predictions=r.predictions,
-                        maps=r.maps,
-                        reconstruction=r.reconstruction,
-                        geometry=r.geometry,
-                        timing=r.timing,
-                        model_name=r.model_name or model,
-                        model_version=r.model_version,
-                        error=_renumber(r.error, request_index[offset], index),
-                    )
-                )
+                error = _renumber(r.error, request_index[offset], index)
+                out.append(dataclasses.replace(r, index=index, model_name=r.model_name or model, error=error))
         return out
 
     @staticmethod

@@ -138,6 +138,11 @@ def test_bad_image_in_a_list_fails_only_itself(client: camserve.Client, fake: Fa
     assert results[0].raise_for_error() is results[0]
 
 
+def test_failed_input_keeps_its_id(client: camserve.Client) -> None:
+    results = client.explain([camserve.Input("/no/such.png", id="mine"), np.zeros((4, 4, 3), np.uint8)], model=MODEL)
+    assert [r.id for r in results] == ["mine", "1"] and not results[0].ok
+
+
 def test_strict_raises_first_failed_image(client: camserve.Client, png_bytes: bytes) -> None:
     with pytest.raises(camserve.InvalidArgument) as info:
         client.explain([png_bytes, b"BAD"], model=MODEL, strict=True)
