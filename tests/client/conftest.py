@@ -170,6 +170,8 @@ class FakeServer:
     models: list[str] = field(default_factory=lambda: ["shapes-classifier", "vae"])
     requests: list[explain_pb2.ExplainRequest] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
+    #: Seconds left before each call's deadline, as the server saw it (None: the call had no deadline).
+    deadlines: list[float | None] = field(default_factory=list)
     calls: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -183,6 +185,7 @@ class FakeServer:
         with self.lock:
             self.calls += 1
             self.metadata.append(md)
+            self.deadlines.append(context.time_remaining())
             failing = self.fail_unavailable > 0
             if failing:
                 self.fail_unavailable -= 1

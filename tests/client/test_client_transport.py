@@ -86,13 +86,17 @@ def test_deadline_is_enforced_and_not_retried(fake: FakeServer, client_kwargs: d
 
 
 def test_every_call_carries_a_deadline(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
-    with camserve.Client(fake.address, **client_kwargs) as client:
+    with camserve.Client(fake.address, **{**client_kwargs, "timeout": 7.0}) as client:
         client.ping()
         client.describe("shapes-classifier")
         client.models()
         client.explain(np.zeros((8, 8, 3), np.uint8), model="shapes-classifier")
-    # grpc sends the deadline as the grpc-timeout header; the servicer sees it as the remaining time
-    assert len(fake.metadata) == 4
+        list(client.explain_many([np.zeros((8, 8, 3), np.uint8)] * 2, model="shapes-classifier"))
+        client.ping(timeout=2.5)
+    assert len(fake.deadlines) == 7
+    # grpc sends the deadline with the call; the server sees the time left (a call without one: ~infinite)
+    assert all(d is not None and 5.0 < d <= 7.1 for d in fake.deadlines[:-1]), fake.deadlines  # wire rounding
+    assert fake.deadlines[-1] is not None and 1.0 < fake.deadlines[-1] <= 2.6
 
 
 def test_retry_budget_never_outlives_the_deadline(client_kwargs: dict[str, Any]) -> None:
