@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from concurrent import futures
 from typing import Any
 
 import camserve
@@ -138,7 +139,7 @@ def test_unknown_model_raises_not_found(fake: FakeServer, client_kwargs: dict[st
 
 def test_unimplemented_method_raises_not_found(fake: FakeServer) -> None:
     # models() sent to a server that has no management service (e.g. the inference port of TorchServe)
-    server = grpc.server(__import__("concurrent.futures").futures.ThreadPoolExecutor(2))
+    server = grpc.server(futures.ThreadPoolExecutor(2))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:

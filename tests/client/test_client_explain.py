@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import camserve
+import grpc
 import numpy as np
 import pytest
 from camserve._gen.camserve.v1 import explain_pb2
 from camserve._results import decode_tensor
-from conftest import CAM, INPUT, LABELS, FakeServer, tensor
+from conftest import CAM, INPUT, LABELS, FakeServer, default_answer, tensor
 from PIL import Image
 
 MODEL = "shapes-classifier"
@@ -399,8 +400,6 @@ def test_explain_many_is_ordered_and_bounded(client: camserve.Client, fake: Fake
     def answer(request: explain_pb2.ExplainRequest, model: str, context: object) -> explain_pb2.ExplainResponse:
         first = int(request.images[0].id)
         time.sleep(0.05 * (3 - first % 4))
-        from conftest import default_answer
-
         return default_answer(request, model)
 
     fake.answer = answer
@@ -446,7 +445,7 @@ def test_explain_many_bad_images_in_band_and_strict(client: camserve.Client, png
 def test_explain_many_request_level_errors_raise(client: camserve.Client, fake: FakeServer) -> None:
     with pytest.raises(camserve.InvalidArgument, match="unknown method"):
         list(client.explain_many([np.zeros((8, 8, 3), np.uint8)] * 3, model=MODEL, methods=["bogus"]))
-    fake.abort_code = __import__("grpc").StatusCode.PERMISSION_DENIED
+    fake.abort_code = grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(camserve.Unauthenticated):
         list(client.explain_many([np.zeros((8, 8, 3), np.uint8)] * 3, model=MODEL))
 
