@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -61,3 +62,44 @@ def test_public_api_is_exported() -> None:
             "Internal",
         )
     )
+
+
+def test_wheel_builds_offline_with_generated_code_and_entry_point(tmp_path: Path) -> None:
+    import zipfile
+
+    build = tmp_path / "src"
+    shutil.copytree(ROOT / "client", build, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(build),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("camserve_client-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in (
+        "camserve/__init__.py",
+        "camserve/render.py",
+        "camserve/cli.py",
+        "camserve/py.typed",
+        "camserve/_gen/camserve/v1/explain_pb2.py",
+        "camserve/_gen/org/pytorch/serve/grpc/inference/inference_pb2_grpc.py",
+        "camserve/_gen/org/pytorch/serve/grpc/management/management_pb2_grpc.py",
+    ):
+        assert required in names, required
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "camserve = camserve.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    assert requires and not any("torch" in line.lower() for line in requires), requires
