@@ -20,14 +20,19 @@ from handlers.engine import (
     NotFoundError,
     VAEExplainer,
     VAEExplanation,
+    area_locality,
     available_methods,
+    region_locality,
     vae_methods,
 )
-from handlers.engine._vae import STRATEGIES
+from handlers.engine._vae import random_boxes
 
 from .conftest import Snapshot
 
 AREA_METHODS = ("area_saliency", "area_guided", "area_gradcam")
+#: (strategy, max_rows): every way of batching region backward passes; with 3 images, max_rows=8 groups 2 regions
+#: per vmapped call (a full group and a remainder), None puts all in one.
+CONFIGS = [("replicate", None), ("batched", None), ("batched", 8), ("loop", None)]
 ALL_METHODS = (*AREA_METHODS, "latent_gradcam")
 
 
@@ -133,12 +138,11 @@ def test_area_saliency_equals_finite_differences(vae: TinyVAE) -> None:
         _close(got.reshape(-1), fd)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_area_saliency_equals_captum_saliency(vae: TinyVAE, strategy: str) -> None:
+@pytest.mark.parametrize(("strategy", "max_rows"), CONFIGS)
+def test_area_saliency_equals_captum_saliency(vae: TinyVAE, strategy: str, max_rows: int | None) -> None:
     x = _x()
-    results = VAEExplainer(vae, input_size=(8, 8), strategy=strategy).explain(  # type: ignore[arg-type]
-        x, methods="area_saliency", regions=REGIONS
-    )
+    ex = VAEExplainer(vae, input_size=(8, 8), strategy=strategy, max_rows=max_rows)  # type: ignore[arg-type]
+    results = ex.explain(x, methods="area_saliency", regions=REGIONS)
     for i, result in enumerate(results):
         for j, region in enumerate(REGIONS[i]):
             ref = Saliency(_score_fn(vae, _mask(region))).attribute(x[i : i + 1].clone(), abs=False)[0]
@@ -248,10 +252,11 @@ def sum_mu_eps(vae: TinyVAE, x: Tensor, eps: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ batching
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_batched_regions_equal_one_region_at_a_time(vae: TinyVAE, strategy: str) -> None:
+@pytest.mark.parametrize(("strategy", "max_rows"), CONFIGS)
+def test_batched_regions_equal_one_region_at_a_time(vae: TinyVAE, strategy: str, max_rows: int | None) -> None:
     x = _x()
-    ex = VAEExplainer(vae, input_size=(8, 8), layers=("encoder.1", "encoder"), strategy=strategy)  # type: ignore[arg-type]
+    layers = ("encoder.1", "encoder")
+    ex = VAEExplainer(vae, input_size=(8, 8), layers=layers, strategy=strategy, max_rows=max_rows)  # type: ignore[arg-type]
     together = ex.explain(x, methods=ALL_METHODS, regions=REGIONS, latents=[0, 1])
     for i, result in enumerate(together):
         assert result.targets == tuple(range(len(REGIONS[i])))
@@ -271,11 +276,13 @@ def test_strategies_agree_on_masks_and_ragged_counts(vae: TinyVAE) -> None:
     x = _x()
     regions = [[torch.eye(8, dtype=torch.bool), (0, 0, 1, 1)], [Mask(torch.ones(8, 8, dtype=torch.bool))], REGIONS[2]]
     out = {
-        s: VAEExplainer(vae, input_size=(8, 8), strategy=s).explain(x, methods=ALL_METHODS, regions=regions)
-        for s in STRATEGIES
+        c: VAEExplainer(vae, input_size=(8, 8), strategy=c[0], max_rows=c[1]).explain(  # type: ignore[arg-type]
+            x, methods=ALL_METHODS, regions=regions
+        )
+        for c in CONFIGS
     }
-    for s in STRATEGIES[1:]:
-        for a, b in zip(out[STRATEGIES[0]], out[s], strict=True):
+    for c in CONFIGS[1:]:
+        for a, b in zip(out[CONFIGS[0]], out[c], strict=True):
             assert a.maps.keys() == b.maps.keys()
             for key in a.maps:
                 _close(a.maps[key], b.maps[key])
@@ -364,6 +371,9 @@ def test_constructor_errors() -> None:
         VAEExplainer(nn.Conv2d(3, 3, 1))
     with pytest.raises(InvalidArgumentError, match="strategy"):
         VAEExplainer(TinyVAE(), strategy="fast")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="max_rows"):
+        VAEExplainer(TinyVAE(), max_rows=0)
+    assert VAEExplainer(TinyVAE()).strategy == "batched" and VAEExplainer(TinyVAE()).max_rows == 8
     with pytest.raises(NotFoundError, match="did you mean encoder"):
         VAEExplainer(TinyVAE(), layers="encodr")
 
@@ -482,3 +492,41 @@ def _layer_grad_reference_flat(net: nn.Module, x: Tensor, c: int) -> tuple[Tenso
         mu = net.head(torch.relu(a).flatten(1))[:, :3]
         (g,) = torch.autograd.grad(mu[0, c], a)
     return a.detach()[0], g[0]
+
+
+# ------------------------------------------------------------------------------------------------ locality metric
+def test_region_locality_on_hand_made_maps() -> None:
+    boxes = [Box(8, 8, 16, 16), Box(0, 0, 8, 8)]
+    inside = torch.zeros(3, 32, 32)
+    inside[1, 8:16, 8:16] = -2.0  # |g| counts, whatever the sign or channel
+    uniform = torch.ones(3, 32, 32)
+    report = region_locality(torch.stack([inside, uniform]), boxes, growths=(0, 4, 16))
+    assert report.regions == 2 and report.empty_maps == 0
+    torch.testing.assert_close(report.per_region_mass[0], torch.ones(3, dtype=torch.float64))
+    # The uniform map scores the grown box's area share: 64, 144 (clipped at the corner) and 576 of 1024 pixels.
+    torch.testing.assert_close(report.per_region_mass[1], torch.tensor([64, 144, 576], dtype=torch.float64) / 1024)
+    assert report.per_region_distance[0] == 0.0
+    assert abs(float(report.per_region_distance[1]) - (2 * 12.0**2) ** 0.5) < 1e-9  # (4, 4) to the centre (16, 16)
+    # Box 0 grown by 4 and 16: 256 and (clipped to the image) 1024 pixels.
+    assert report.uniform_mass == (64 / 1024, (256 + 144) / 2 / 1024, (1024 + 576) / 2 / 1024)
+    assert report.share(16) == report.mass[2]
+    with pytest.raises(InvalidArgumentError, match="growth 8 was not measured"):
+        report.share(8)
+    empty = region_locality(torch.zeros(1, 3, 32, 32), boxes[:1])
+    assert empty.empty_maps == 1 and empty.mass == (0.0, 0.0, 0.0, 0.0)
+    assert abs(empty.distance - (2 * 32**2) ** 0.5) < 1e-9
+
+
+def test_area_locality_places_seeded_boxes_and_scores_area_saliency(vae: TinyVAE) -> None:
+    ex = VAEExplainer(vae, input_size=(8, 8))
+    x = _x(3)
+    report = area_locality(ex, x, regions_per_image=2, box_size=3, growths=(0, 2), seed=4, chunk=2)
+    again = area_locality(ex, x, regions_per_image=2, box_size=3, growths=(0, 2), seed=4, chunk=3)
+    assert report.regions == 6
+    torch.testing.assert_close(report.per_region_mass, again.per_region_mass)  # chunking changes nothing
+    boxes = random_boxes(2, 3, (8, 8), torch.Generator().manual_seed(4))
+    [first] = ex.explain(x[:1], methods="area_saliency", regions=[boxes])
+    expected = region_locality(torch.stack([first.map("area_saliency", "", j) for j in range(2)]), boxes, (0, 2))
+    torch.testing.assert_close(report.per_region_mass[:2], expected.per_region_mass)
+    with pytest.raises(InvalidArgumentError, match="cannot place"):
+        area_locality(ex, x, box_size=9)

@@ -36,9 +36,11 @@ _log = logging.getLogger(__name__)
 #:
 #: * ``"replicate"``: each image is repeated once per region, then one forward and one backward per gradient rule
 #:   over the ``sum(R)`` rows, each row seeded with its own region's mask;
-#: * ``"batched"``: one forward over the ``B`` images, then one ``torch.autograd.grad(..., is_grads_batched=True)``
-#:   per rule with ``max(R)`` stacked seeds (vmap over the backward);
-#: * ``"loop"``: one forward, then ``max(R)`` backward passes per rule (the reference the other two must match).
+#: * ``"batched"``: one forward over the ``B`` images, then per rule ``torch.autograd.grad(...,
+#:   is_grads_batched=True)`` (vmap over the backward) with the ``max(R)`` stacked seeds, in groups of at most
+#:   ``max_rows`` (image, region) rows per call;
+#: * ``"loop"``: one forward, then ``max(R)`` backward passes per rule, each over the whole batch (``batched`` with
+#:   one region per call; the reference the others must match).
 Strategy = Literal["replicate", "batched", "loop"]
 STRATEGIES: tuple[Strategy, ...] = ("replicate", "batched", "loop")
 
@@ -119,6 +121,10 @@ class VAEExplainer:
         input_size: ``(H, W)`` for the probe that lists candidate layers.
         strategy: How region backward passes are batched (:data:`Strategy`); the default is the fastest measured on
             CPU for the shapes VAE (``benchmarks/vae_bench.py``).
+        max_rows: ``batched`` only: at most this many (image, region) rows per vmapped backward call, so
+            ``max(1, max_rows // B)`` regions share one call; ``None`` = all regions in one call. On a 2-core CPU,
+            vmapped backward passes wider than ~8 rows were slower per row than narrower ones (cache), see the
+            benchmark; on a GPU a larger value (or ``None``) fits better.
 
     Raises:
         InvalidArgumentError: Bad arguments, or a model without encode/decode.
@@ -133,12 +139,16 @@ class VAEExplainer:
         decode: DecodeFn | None = None,
         layers: str | Sequence[str] | None = None,
         input_size: tuple[int, int] = (64, 64),
-        strategy: Strategy = "replicate",
+        strategy: Strategy = "batched",
+        max_rows: int | None = 8,
     ) -> None:
         self._adapter = VAEAdapter(model, encode, decode)
         if not _is_strategy(strategy):
             raise InvalidArgumentError(f"strategy must be one of {STRATEGIES}, got {strategy!r}", field="strategy")
+        if max_rows is not None and (not _is_int(max_rows) or max_rows < 1):
+            raise InvalidArgumentError(f"max_rows must be None or an int >= 1, got {max_rows!r}", field="max_rows")
         self._strategy: Strategy = strategy
+        self._max_rows = max_rows
         size = tuple(input_size)
         if len(size) != 2 or not all(_is_int(s) and s > 0 for s in size):
             raise InvalidArgumentError(f"input_size must be (H, W) positive ints, got {input_size!r}")
@@ -162,6 +172,11 @@ class VAEExplainer:
     def strategy(self) -> Strategy:
         """How region backward passes are batched."""
         return self._strategy
+
+    @property
+    def max_rows(self) -> int | None:
+        """``batched``: most (image, region) rows per vmapped backward call (``None`` = no limit)."""
+        return self._max_rows
 
     @property
     def candidate_layers(self) -> tuple[str, ...]:
@@ -454,17 +469,30 @@ class VAEExplainer:
                     seeds = torch.zeros((k, batch, *recon.shape[1:]), dtype=recon.dtype, device=recon.device)
                     for b, m in enumerate(masks):
                         seeds[: counts[b], b] = m
-                    if self._strategy == "batched" and k > 1:
-                        grads = _grad(recon, tensors, seeds, retain, batched=True)
-                    else:
-                        per_slot = [_grad(recon, tensors, seeds[j], retain or j < k - 1) for j in range(k)]
-                        grads = [torch.stack(gs) for gs in zip(*per_slot, strict=True)]
+                    group = self._group_size(k, batch)
+                    parts: list[list[Tensor]] = []
+                    for start in range(0, k, group):
+                        chunk = seeds[start : start + group]
+                        keep = retain or start + group < k
+                        if chunk.shape[0] == 1:
+                            parts.append([g.unsqueeze(0) for g in _grad(recon, tensors, chunk[0], keep)])
+                        else:
+                            parts.append(_grad(recon, tensors, chunk, keep, batched=True))
+                    grads = [torch.cat(gs) for gs in zip(*parts, strict=True)]
             for (name, _), g in zip(inputs, grads, strict=True):
                 if name:
                     layer_grads[name] = g
                 else:
                     input_grads[rule] = g
         return layer_grads, input_grads, latent_grads
+
+    def _group_size(self, k: int, batch: int) -> int:
+        """Region slots per backward call: ``loop`` 1; ``batched`` as many as keep ``slots * batch <= max_rows``."""
+        if self._strategy == "loop":
+            return 1
+        if self._max_rows is None:
+            return k
+        return max(1, min(k, self._max_rows // batch))
 
     @staticmethod
     def _assemble(
