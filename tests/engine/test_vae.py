@@ -337,6 +337,8 @@ def test_bad_regions_raise_naming_the_field(vae: TinyVAE, regions: object, match
         ({"methods": "area_gradcam", "layers": "encoder.9"}, NotFoundError, "no layer 'encoder.9'", "layers"),
         ({"methods": "area_gradcam", "layers": "decoder.0"}, InvalidArgumentError, "not run by the encoder", "layers"),
         ({"methods": "area_gradcam", "layers": []}, InvalidArgumentError, "layers is empty", "layers"),
+        ({"methods": "area_gradcam", "layers": "to_logvar"}, InvalidArgumentError, "does not influence", "layers"),
+        ({"methods": "latent_gradcam", "layers": "to_logvar"}, InvalidArgumentError, "does not influence", "layers"),
         (
             {"methods": "latent_gradcam", "latents": [2]},
             InvalidArgumentError,
@@ -431,7 +433,7 @@ def test_caller_autograd_history_is_not_touched(vae: TinyVAE) -> None:
 # ------------------------------------------------------------------------------------------------ API surface
 def test_layers_methods_and_result_type(vae: TinyVAE) -> None:
     ex = VAEExplainer(vae, input_size=(8, 8))
-    assert ex.candidate_layers == ("encoder.0", "encoder.1", "encoder.2", "encoder.3", "encoder", "to_mu", "to_logvar")
+    assert ex.candidate_layers == ("encoder.0", "encoder.1", "encoder.2", "encoder.3", "encoder", "to_mu")
     assert ex.default_layers == ("encoder",)  # the last feature map that is not mu/logvar itself
     assert ex.methods == vae_methods() == ALL_METHODS
     assert not set(vae_methods()) & set(available_methods())  # the classifier explainer never offers them

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from handlers.engine._grid import detect_layout
-from handlers.engine._hooks import frozen_eval
+from handlers.engine._hooks import capture_outputs, frozen_eval
 from handlers.engine._layers import input_channels
 from handlers.engine.errors import InvalidArgumentError
 
@@ -45,7 +45,8 @@ class VAEProbe:
     Attributes:
         output_size: The reconstruction ``(H, W)``.
         latent_shape: Per-sample shape of ``mu`` (``(C, h, w)`` for a spatial latent, ``(D,)`` for a vector).
-        candidates: Modules run by ``encode`` whose output reads as a spatial grid, in completion order.
+        candidates: Modules run by ``encode`` whose output reads as a spatial grid and feeds ``mu``, in completion
+            order (a separate ``logvar`` head is not a candidate: neither ``mu`` nor the reconstruction depends on it).
         automatic: The last candidate that is not ``mu``/``logvar`` itself (the encoder's last feature map).
     """
 
@@ -150,7 +151,9 @@ class VAEAdapter:
             last.pop(name, None)
             last[name] = out
         heads = {t.untyped_storage().data_ptr() for t in (mu, logvar)}
-        candidates = [n for n, out in last.items() if detect_layout(tuple(out.shape[1:]), input_size) is not None]
+        spatial = [n for n, out in last.items() if detect_layout(tuple(out.shape[1:]), input_size) is not None]
+        reach = self._reaching_mu(x, {n: named[n] for n in spatial})
+        candidates = [n for n in spatial if n in reach]
         features = [n for n in candidates if last[n].untyped_storage().data_ptr() not in heads]
         result = VAEProbe(
             output_size=(int(recon.shape[2]), int(recon.shape[3])),
@@ -160,3 +163,14 @@ class VAEAdapter:
         )
         self._probes[input_size] = result
         return result
+
+    def _reaching_mu(self, x: Tensor, modules: dict[str, nn.Module]) -> set[str]:
+        """Names of ``modules`` whose output ``mu`` depends on (e.g. not a separate ``logvar`` head)."""
+        if not modules:
+            return set()
+        with frozen_eval(self.module), torch.inference_mode(False), torch.enable_grad():
+            with capture_outputs(modules, as_leaf=False) as captured:
+                mu, _ = self.encode(x.clone().requires_grad_(True))
+            names = [n for n in modules if n in captured and captured[n].requires_grad]
+            grads = torch.autograd.grad(mu.sum(), [captured[n] for n in names], allow_unused=True)
+        return {n for n, g in zip(names, grads, strict=True) if g is not None}

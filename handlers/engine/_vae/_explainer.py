@@ -532,10 +532,12 @@ def _grad(output: Tensor, inputs: list[Tensor], seeds: Tensor, retain: bool, bat
     for t in inputs:
         if not t.requires_grad:
             raise InvalidArgumentError("a requested layer does not depend on the input", field="layers")
+    if not output.requires_grad:  # only possible when the one requested layer is off the path (a logvar head)
+        raise InvalidArgumentError("a requested layer does not influence mu or the reconstruction", field="layers")
     grads = torch.autograd.grad(output, inputs, seeds, retain_graph=retain, allow_unused=True, is_grads_batched=batched)
     out = [g for g in grads if g is not None]
     if len(out) != len(inputs):
-        raise InvalidArgumentError("a requested layer does not influence the reconstruction", field="layers")
+        raise InvalidArgumentError("a requested layer does not influence mu or the reconstruction", field="layers")
     return out
 
 
