@@ -262,6 +262,20 @@ def classifier_section(opts: Options) -> Iterator[Row]:
                 yield row
 
 
+# --------------------------------------------------------------------------------------------- VAE (issue 4)
+@section("vae")
+def vae_section(opts: Options) -> Iterator[Row]:
+    """shapes-vae at 64x64: area_saliency with 1, 4 and 16 regions per image per strategy (``vae_bench.py``)."""
+    import vae_bench  # beside this file
+
+    model, _ = vae_bench.load_vae()
+    for r in vae_bench.vae_rows(model, opts.batches, opts.rounds, opts.warmup, measure_fn=measure):
+        many = {k: v for k, v in r.ratios.items() if k.endswith("one-region calls")}
+        work = r.work + "".join(f"; one call {v / r.ratios['engine']:.2f}x faster than {k}" for k, v in many.items())
+        ratios = {k if k.startswith("engine") else f"engine {k}": v for k, v in r.ratios.items()}
+        yield Row("vae", "shapes-vae", r.batch, work, r.forward_s, ratios)
+
+
 def _format(row: Row) -> str:
     parts = "  ".join(f"{k}={v:.2f}x" for k, v in row.ratios.items())
     return f"{row.model:9s} b{row.batch:<2d} fwd {row.forward_s * 1000:7.1f} ms  {row.work:50s} {parts}"
