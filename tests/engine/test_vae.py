@@ -18,6 +18,7 @@ from handlers.engine import (
     InvalidArgumentError,
     Mask,
     NotFoundError,
+    ResourceExhaustedError,
     VAEExplainer,
     VAEExplanation,
     area_locality,
@@ -407,6 +408,39 @@ def test_model_unchanged_after_success_and_after_a_raise_in_the_middle(vae: Tiny
         broken.explain(_x(), methods=ALL_METHODS, regions=REGIONS)
     snap.assert_same(vae)
     assert vae.training and vae.decoder[0].weight.requires_grad
+
+
+def test_out_of_memory_splits_the_batch_and_keeps_each_images_sample(vae: TinyVAE) -> None:
+    x = _x()
+    normal = VAEExplainer(vae, input_size=(8, 8)).explain(x, ALL_METHODS, regions=REGIONS, sample_seed=3)
+    calls: list[int] = []
+
+    def small_batches_only(z: Tensor) -> Tensor:
+        calls.append(int(z.shape[0]))
+        if z.shape[0] > 1:
+            raise torch.OutOfMemoryError("pretend the device is full")
+        return vae.decode(z)
+
+    snap = Snapshot.of(vae)
+    ex = VAEExplainer(vae, encode=vae.encode, decode=small_batches_only, input_size=(8, 8), strategy="batched")
+    split = ex.explain(x, ALL_METHODS, regions=REGIONS, sample_seed=3)
+    assert calls == [1, 3, 1, 2, 1, 1]  # probe, the batch of 3, then 1 + (2 -> 1 + 1)
+    for a, b in zip(normal, split, strict=True):
+        torch.testing.assert_close(a.reconstruction, b.reconstruction)
+        for key in a.maps:
+            torch.testing.assert_close(a.maps[key], b.maps[key])
+    snap.assert_same(vae)
+
+    def always(z: Tensor) -> Tensor:
+        if torch.is_grad_enabled():  # the explained pass (the probe runs without grad)
+            raise torch.OutOfMemoryError("pretend the device is full")
+        return vae.decode(z)
+
+    with pytest.raises(ResourceExhaustedError, match="single image"):
+        VAEExplainer(vae, encode=vae.encode, decode=always, input_size=(8, 8)).explain(
+            x[:1], "area_saliency", regions=[[(0, 0, 2, 2)]]
+        )
+    snap.assert_same(vae)
 
 
 @pytest.mark.parametrize("mode", ["inference_mode", "no_grad"])

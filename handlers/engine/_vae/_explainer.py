@@ -257,7 +257,11 @@ class VAEExplainer:
         probe = self._adapter.probe(input_hw)
         check_regions(parsed, probe.output_size)
         wanted = self._check_latents(latents, probe) if any(m.rows == "latents" for m in chosen) else ()
-        return self._explain_splitting(x, chosen, names, parsed, wanted, sample_seed)
+        # Drawn once for the whole call, so a batch split after running out of memory keeps every image's sample.
+        noise = None
+        if sample_seed is not None:
+            noise = torch.randn((batch, *probe.latent_shape), generator=torch.Generator().manual_seed(sample_seed))
+        return self._explain_splitting(x, chosen, names, parsed, wanted, noise)
 
     # ----------------------------------------------------------------------------------------------- validation
     def _parse_layers(self, layers: str | Sequence[str]) -> tuple[str, ...]:
@@ -318,14 +322,11 @@ class VAEExplainer:
         layers: tuple[str, ...],
         regions: tuple[tuple[Region, ...], ...],
         latents: tuple[int, ...],
-        seed: int | None,
+        noise: Tensor | None,
     ) -> list[VAEExplanation]:
-        """Run a batch; on device out-of-memory, retry its halves (down to single images).
-
-        Each image keeps its own sample when ``seed`` is set only for unsplit batches; a split batch draws per half.
-        """
+        """Run a batch; on device out-of-memory, retry its halves (down to single images)."""
         try:
-            return self._run(x, methods, layers, regions, latents, seed)
+            return self._run(x, methods, layers, regions, latents, noise)
         except torch.OutOfMemoryError:
             pass  # retried below, outside the handler so the failed attempt's tensors are freed first
         batch = int(x.shape[0])
@@ -336,8 +337,10 @@ class VAEExplainer:
         half = batch // 2
         _log.warning("out of memory on a VAE batch of %d; retrying as %d + %d", batch, half, batch - half)
         return self._explain_splitting(
-            x[:half], methods, layers, regions[:half], latents, seed
-        ) + self._explain_splitting(x[half:], methods, layers, regions[half:], latents, seed)
+            x[:half], methods, layers, regions[:half], latents, None if noise is None else noise[:half]
+        ) + self._explain_splitting(
+            x[half:], methods, layers, regions[half:], latents, None if noise is None else noise[half:]
+        )
 
     def _run(
         self,
@@ -346,7 +349,7 @@ class VAEExplainer:
         layers: tuple[str, ...],
         regions: tuple[tuple[Region, ...], ...],
         latents: tuple[int, ...],
-        seed: int | None,
+        noise: Tensor | None,
     ) -> list[VAEExplanation]:
         """One batch: forward with hooks, the needed backward passes, the methods, the per-image results."""
         needs: set[VAENeed] = set().union(*(m.needs for m in methods)) if methods else set()
@@ -381,7 +384,14 @@ class VAEExplainer:
             with capture_outputs(modules, as_leaf=True) as captured:
                 mu, logvar = self._adapter.encode(x)
             layouts = self._layouts(modules, captured, input_hw)
-            z = mu if seed is None else mu + torch.exp(0.5 * logvar) * self._noise(seed, mu, batch)[rows]
+            if noise is None:
+                z = mu
+            else:
+                if tuple(noise.shape[1:]) != tuple(mu.shape[1:]):
+                    raise InvalidArgumentError(
+                        f"mu is {tuple(mu.shape[1:])} but the probe saw {tuple(noise.shape[1:])}"
+                    )
+                z = mu + torch.exp(0.5 * logvar) * noise.to(device=mu.device, dtype=mu.dtype)[rows]
             recon = self._adapter.decode(z)
             layer_grads, input_grads, latent_grads = self._backward(
                 x, mu, recon, captured, layers, needs, rules, regions, latents, replicate
@@ -398,12 +408,6 @@ class VAEExplainer:
                         results[(m.name, layer)] = m.compute(ctx, layer)
                 reconstructions = recon.detach()[first].float()
         return self._assemble(methods, results, regions, latents, reconstructions, input_hw)
-
-    @staticmethod
-    def _noise(seed: int, mu: Tensor, batch: int) -> Tensor:
-        generator = torch.Generator().manual_seed(seed)
-        eps = torch.randn((batch, *mu.shape[1:]), generator=generator)  # float32 draws whatever the model's dtype
-        return eps.to(device=mu.device, dtype=mu.dtype)
 
     @staticmethod
     def _layouts(
