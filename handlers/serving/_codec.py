@@ -127,10 +127,13 @@ class MethodShape:
     Attributes:
         grid: True for maps on the layer's grid (``[h, w]`` of the layer); False for a fixed shape.
         fixed: The fixed shape (e.g. ``[3, H, W]`` for input gradients) when ``grid`` is False.
+        count: Maps per layer when they do not follow the image's targets or regions (VAE ``latent_gradcam``: one
+            per latent channel plus their mean); 0 = one map per target or region.
     """
 
     grid: bool
     fixed: tuple[int, ...] = ()
+    count: int = 0
 
 
 @dataclass(frozen=True)
@@ -614,7 +617,7 @@ def _planned_maps(parsed: ParsedRequest, image: ImageInput, caps: Capabilities) 
             shape = caps.map_shape(method, layer)
             if parsed.output.resolution == "INPUT":
                 shape = (*shape[:-2], height, width)
-            shapes.extend([shape] * count)
+            shapes.extend([shape] * (caps.method_shapes[method].count or count))
     return shapes
 
 
