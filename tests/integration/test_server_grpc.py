@@ -302,15 +302,31 @@ def test_vae_several_regions(camserve_server: Any, channel: grpc.Channel) -> Non
     )
     response = vae.explain(msg, VAE)
     assert not response.HasField("error"), response.error
-    for result in response.results:
+
+    # The same images and regions through the VAE engine in this process.
+    from handlers.engine import VAEExplainer
+    from model_store import zoo
+
+    local = VAEExplainer(zoo.build(VAE), input_size=(64, 64)).explain(
+        engine_inputs(samples.images), methods=tuple(info.default_methods), regions=[
+            [tuple(int(v) for v in (r.box.x0, r.box.y0, r.box.x1, r.box.y1)) for r in image.regions]
+            for image in msg.images
+        ],
+    )  # fmt: skip
+    for result, mine in zip(response.results, local, strict=True):
         assert not result.HasField("error"), result.error
         keys = {(m.method, m.target) for m in result.maps}
         assert keys == {(method, r) for method in info.default_methods for r in range(3)}
         recon = as_array(result.reconstruction)
         assert recon.shape == (3, 64, 64) and recon.min() >= -1e-3 and recon.max() <= 1 + 1e-3
+        np.testing.assert_allclose(recon, mine.reconstruction.cpu().numpy(), atol=2e-3)
+        assert len(result.maps) == len(mine.maps)
         for m in result.maps:
-            assert np.isfinite(as_array(m.data)).all()
-            assert np.abs(as_array(m.data)).max() > 0, (m.method, m.target)
+            got = as_array(m.data)
+            assert np.isfinite(got).all() and np.abs(got).max() > 0, (m.method, m.target)
+            expected = mine.maps[MapKey(m.method, m.layer, m.target)].cpu().numpy()
+            scale = float(np.abs(expected).max())
+            np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-3 * scale, err_msg=f"{m.method} {m.target}")
 
 
 # -------------------------------------------------------------------------------------------------------- REST
