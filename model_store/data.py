@@ -148,7 +148,7 @@ def _object_coverage(kind: str, size: int, cx: float, cy: float, radius: float, 
         pts = _shape_polygon(kind, r, angle) + np.array([x, y])
         draw.polygon([(float(px), float(py)) for px, py in pts], fill=255)
     hi = np.asarray(canvas, dtype=np.float32) / 255.0
-    return hi.reshape(size, ss, size, ss).mean(axis=(1, 3))
+    return np.asarray(hi.reshape(size, ss, size, ss).mean(axis=(1, 3)), dtype=np.float32)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
@@ -170,7 +170,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     t = np.clip(0.5 + (xx - 0.5) * math.cos(g) + (yy - 0.5) * math.sin(g), 0, 1)[..., None]
     img = c0 * (1 - t) + c1 * t
     # grating: random period (in units of the image side), orientation, phase and colour amplitude
-    period = rng.uniform(0.12, 0.4)
+    period = rng.uniform(0.16, 0.4)
     o = rng.uniform(0, math.pi)
     wave = np.sin(2 * math.pi * (xx * math.cos(o) + yy * math.sin(o)) / period + rng.uniform(0, 2 * math.pi))
     img = img + wave[..., None] * rng.uniform(0.02, 0.12, 3)

@@ -5,13 +5,15 @@ their gradient rule with hooks, and neither contains a global operation before i
 local.
 
 * :class:`ShapesClassifier` — a small residual CNN: stride-2 stem, one residual block at 32x32, one strided and one
-  dilated residual block at 16x16, then global average pooling and a linear head, so CAM applies and the
-  automatically chosen Grad-CAM layer (the last block) has a 16x16 map at 64x64 input. (A prototype with an 8x8 last
-  map scored 0.86 on the pointing game; 16x16 scored 0.97.) The dilated last block widens the receptive field to
-  about 55 px without coarsening the map.
+  dilated residual block at 16x16, global average pooling and a linear head, so CAM applies and the automatically
+  chosen Grad-CAM layer (the last block) has a 16x16 map at 64x64 input. (A prototype with an 8x8 last map scored
+  0.86 on the pointing game; 16x16 scored 0.97.) A variant with all blocks at 16x16 (half the compute) reached only
+  0.92 test accuracy with 6 epochs of 12k images, against 0.999 for this one with 10.
 * :class:`ShapesVAE` — a fully convolutional VAE with a spatial latent (``latent_channels`` x H/8 x W/8). Its encoder
   and decoder each see a local neighbourhood only (3 stride-2 stages, no global pooling, no fully connected layer),
-  so which input pixels a reconstructed region depends on is a local question.
+  so which input pixels a reconstructed region depends on is a local question: the encoder's receptive field is 22 px
+  (three 4x4 stride-2 convolutions, then 1x1 only) and each output pixel depends on a 2x2 neighbourhood of latent
+  cells.
 """
 
 from __future__ import annotations
@@ -42,22 +44,22 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu2(out + self.shortcut(x))
+        result: torch.Tensor = self.relu2(out + self.shortcut(x))
+        return result
 
 
 class ShapesClassifier(nn.Module):
     """Residual CNN for the shapes data set; input ``[B, 3, H, W]`` in [0, 1], output logits ``[B, num_classes]``.
 
-    Layers (at 64x64 input): ``stem`` 32x32, ``layer1`` 32x32, ``layer2`` 16x16, ``layer3`` 16x16 (dilated), then
-    ``pool`` (global average) and ``fc``.
+    Layers (at 64x64 input): ``stem`` 32x32, ``layer1`` 32x32, ``layer2`` 16x16 (strided), ``layer3`` 16x16
+    (dilated), then ``pool`` (global average) and ``fc``. The automatically chosen CAM layer (``layer3``) has a 16x16
+    map; the dilated last block widens the receptive field to 55 px without coarsening the map.
     """
 
-    def __init__(self, num_classes: int = 6, width: int = 32) -> None:
+    def __init__(self, num_classes: int = 6, width: int = 24) -> None:
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width // 2, 3, 2, padding=1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU()
-        )
-        self.layer1 = ResidualBlock(width // 2, width)
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.layer1 = ResidualBlock(16, width)
         self.layer2 = ResidualBlock(width, 2 * width, stride=2)
         self.layer3 = ResidualBlock(2 * width, 2 * width, dilation=2)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -66,7 +68,8 @@ class ShapesClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
-        return self.fc(self.flatten(self.pool(x)))
+        logits: torch.Tensor = self.fc(self.flatten(self.pool(x)))
+        return logits
 
 
 def _down(in_ch: int, out_ch: int) -> list[nn.Module]:
@@ -86,7 +89,7 @@ class ShapesVAE(nn.Module):
     full-resolution stage to keep the cost on CPU small.
     """
 
-    def __init__(self, latent_channels: int = 32, widths: tuple[int, int, int] = (32, 64, 96)) -> None:
+    def __init__(self, latent_channels: int = 32, widths: tuple[int, int, int] = (24, 48, 64)) -> None:
         super().__init__()
         w1, w2, w3 = widths
         self.latent_channels = latent_channels
@@ -94,18 +97,23 @@ class ShapesVAE(nn.Module):
             *_down(3, w1),  # H/2
             *_down(w1, w2),  # H/4
             *_down(w2, w3),  # H/8
-            nn.Conv2d(w3, w3, 3, padding=1),
+            nn.Conv2d(w3, w3, 1),  # 1x1: mixes channels without widening the receptive field
             nn.ReLU(),
         )
         self.to_mu = nn.Conv2d(w3, latent_channels, 1)
         self.to_logvar = nn.Conv2d(w3, latent_channels, 1)
+        # start with a small posterior variance: the decoder first learns to reconstruct, then the (small) KL term
+        # widens the posterior where it costs little; starting at variance 1 drowns the signal early in training
+        nn.init.zeros_(self.to_logvar.weight)
+        if self.to_logvar.bias is not None:
+            nn.init.constant_(self.to_logvar.bias, -6.0)
         self.decoder = nn.Sequential(
-            nn.Conv2d(latent_channels, w3, 3, padding=1),
+            nn.Conv2d(latent_channels, w3, 1),
             nn.ReLU(),
             *_up(w3, w2),  # H/4
             *_up(w2, w1),  # H/2
-            *_up(w1, w1 // 2),  # H
-            nn.Conv2d(w1 // 2, 3, 3, padding=1),
+            *_up(w1, 16),  # H
+            nn.Conv2d(16, 3, 3, padding=1),
             nn.Sigmoid(),
         )
 

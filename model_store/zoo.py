@@ -131,14 +131,14 @@ def _apply_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path)
 def _build_classifier(weights: Path | None) -> nn.Module:
     state, entry = _verified_state_dict("shapes-classifier", weights)
     cfg = entry.get("config", {})
-    model = ShapesClassifier(num_classes=len(SHAPE_CLASSES), width=int(cfg.get("width", 32)))
+    model = ShapesClassifier(num_classes=len(SHAPE_CLASSES), width=int(cfg.get("width", 24)))
     return _apply_state(model, state, Path(weights) if weights else WEIGHTS_DIR / FILES["shapes-classifier"])
 
 
 def _build_vae(weights: Path | None) -> nn.Module:
     state, entry = _verified_state_dict("shapes-vae", weights)
     cfg = entry.get("config", {})
-    widths = tuple(int(w) for w in cfg.get("widths", (32, 64, 96)))
+    widths = tuple(int(w) for w in cfg.get("widths", (24, 48, 64)))
     if len(widths) != 3:
         raise InvalidArgumentError(f"manifest entry for shapes-vae has bad widths {widths}", field="weights")
     model = ShapesVAE(latent_channels=int(cfg.get("latent_channels", 32)), widths=(widths[0], widths[1], widths[2]))
