@@ -144,8 +144,9 @@ def test_encodings_and_input_resolution(served: Served, encoding: str) -> None:
     ref = reference.map("gradcam")
     got = other.map("gradcam")
     assert got.size == reference.geometry.input_size  # type: ignore[union-attr]
+    # the server's upsampling (torch) and the client's (PIL) are the same bilinear rule; quantisation adds 1/255
     scale = max(float(ref.array.max()), 1e-6)
-    np.testing.assert_allclose(got.array.max() / scale, 1.0, atol=0.05)
+    np.testing.assert_allclose(got.array, ref.upsample(got.size).array, atol=0.02 * scale)
 
 
 def test_image_input_types_agree(served: Served, tmp_path: Path) -> None:
