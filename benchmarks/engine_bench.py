@@ -276,6 +276,68 @@ def vae_section(opts: Options) -> Iterator[Row]:
         yield Row("vae", "shapes-vae", r.batch, work, r.forward_s, ratios)
 
 
+# ------------------------------------------------------------------------------ EfficientNet-Lite0 (issue 7)
+@section("efficientnet")
+def efficientnet_section(opts: Options) -> Iterator[Row]:
+    """EfficientNet-Lite0 (the demo's ImageNet model, ReLU6) on the cat photograph at 224: Grad-CAM, guided backprop
+    and the served default bundle at layer ``_bn1``, engine vs pytorch-grad-cam and Captum. Captum runs on a copy
+    whose ReLU6 modules are an ``nn.ReLU`` subclass (it rewrites only ReLUs), so it does the engine's work."""
+    from PIL import Image
+
+    from model_store import imagenet
+
+    class ReLU6AsReLU(nn.ReLU):
+        def forward(self, x: Tensor) -> Tensor:
+            return torch.nn.functional.relu6(x)
+
+    model = imagenet.build()
+    pgc_model = copy.deepcopy(model).requires_grad_(True)
+    cap_model = copy.deepcopy(model)
+    for parent in list(cap_model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU6):
+                setattr(parent, child_name, ReLU6AsReLU())
+    layer = imagenet.DEFAULT_LAYERS[0]
+    ex = Explainer(model, layers=imagenet.DEFAULT_LAYERS, input_size=imagenet.INPUT_SIZE)
+    with Image.open(imagenet.sample_path("cat")) as img:
+        cat, _ = imagenet.preprocessor().from_pil(img.convert("RGB"))
+    bundle = "bundle: pred+gradcam+gradcam+++guided+guided_gradcam"
+    bundle_methods = ("gradcam", "gradcam++", "guided_backprop", "guided_gradcam")
+    gc = _pgc("GradCAM", pgc_model, [_mod(pgc_model, layer)])
+    gcpp = _pgc("GradCAMPlusPlus", pgc_model, [_mod(pgc_model, layer)])
+    cap_gc = _captum("gradcam", cap_model, _mod(cap_model, layer))
+    cap_gb = _captum("guided_backprop", cap_model, None)
+    cap_ggc = _captum("guided_gradcam", cap_model, _mod(cap_model, layer))
+
+    def libraries(x: Tensor) -> object:
+        _, out = gc(x)  # type: ignore[misc]
+        top1 = out.argmax(dim=1).tolist()
+        return gcpp(x), cap_gb(x, top1), cap_ggc(x, top1)
+
+    for batch in opts.batches:
+        x = cat.expand(batch, -1, -1, -1).contiguous()
+
+        def forward(x: Tensor = x) -> object:
+            with torch.inference_mode():
+                return model(x)
+
+        works: dict[str, dict[str, Contestant]] = {
+            "gradcam": {"engine": lambda x=x: ex.explain(x, methods=("gradcam",))},
+            "guided_backprop": {"engine": lambda x=x: ex.explain(x, methods=("guided_backprop",))},
+            bundle: {"engine": lambda x=x: ex.explain(x, methods=bundle_methods)},
+        }
+        if opts.libraries:
+            works["gradcam"]["pytorch-grad-cam"] = lambda x=x: gc(x)
+            works["gradcam"]["captum"] = lambda x=x: cap_gc(x, None)
+            works["guided_backprop"]["captum"] = lambda x=x: cap_gb(x, None)
+            works[bundle]["pytorch-grad-cam+captum"] = lambda x=x: libraries(x)
+        for work, contestants in works.items():
+            fwd_s, ratios = measure(forward, contestants, opts.rounds, opts.warmup)
+            row = Row("efficientnet", "effnet-lite0", batch, work, fwd_s, ratios)
+            print(_format(row), flush=True)
+            yield row
+
+
 def _format(row: Row) -> str:
     parts = "  ".join(f"{k}={v:.2f}x" for k, v in row.ratios.items())
     return f"{row.model:9s} b{row.batch:<2d} fwd {row.forward_s * 1000:7.1f} ms  {row.work:50s} {parts}"
@@ -314,6 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-libraries", action="store_true", help="engine only")
     parser.add_argument("--sections", nargs="+", default=["classifier"], choices=sorted(SECTIONS))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared machine a 2-thread pool stalls when another process "
+        "holds a core, which made single timings swing 2-3x here)",
+    )
     parser.add_argument("--markdown", metavar="FILE", help="also append the table to FILE (e.g. RESULTS.md)")
     args = parser.parse_args(argv)
     opts = Options(
@@ -325,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         libraries=not args.no_libraries,
         sections=args.sections,
     )
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = [row for name in opts.sections for row in SECTIONS[name](opts)]
     table = _markdown(rows, opts, time.perf_counter() - start)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -71,6 +72,16 @@ class Snapshot:
         assert all(torch.equal(a, b) for a, b in zip(now.buffers, self.buffers, strict=True))
         assert all(g is None for g in now.grads), "a parameter got a .grad"
         assert now.hooks == self.hooks
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on the shared 2-core machine a 2-thread pool stalls whenever another process holds a
+    core (measured 2-3x slower and far noisier under load). Restored after the engine tests."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
