@@ -1,8 +1,8 @@
 """Area maps of the trained ``shapes-vae`` are local (issue 4): most |grad| mass lies near the region.
 
-The numbers come from :func:`handlers.engine.area_locality` with its defaults (4 random 8x8 boxes per image, box
-seed 0, growths 0/4/8/16 px) on the first 50 held-out images of the localisation benchmark, exactly the call the
-benchmark (``python -m model_store.evaluate``) prints, so the README numbers and this test agree.
+The numbers come from ``model_store.evaluate.vae_area_locality`` (the engine's ``area_locality``: 4 random 8x8
+boxes on each of the first 50 held-out images of the localisation benchmark, box seed 0, growths 0/4/8/16 px),
+the same call the benchmark (``python -m model_store.evaluate``) prints, so the README numbers and this test agree.
 """
 
 from __future__ import annotations
@@ -11,15 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from handlers.engine import VAEExplainer, area_locality
+from handlers.engine import VAEExplainer
 from handlers.engine.errors import NotFoundError
 from model_store import data, zoo
+from model_store.evaluate import EVAL_START, VAE_LOCALITY_IMAGES, vae_area_locality
 
 from .conftest import Snapshot
-
-#: First held-out index of the localisation benchmark (``model_store.evaluate.EVAL_START``).
-EVAL_START = 1_000_000
-IMAGES = 50  # x 4 boxes = 200 regions
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +29,8 @@ def shapes_vae() -> nn.Module:
 
 def test_area_saliency_mass_lies_near_the_region(shapes_vae: nn.Module) -> None:
     snap = Snapshot.of(shapes_vae)
-    x = data.to_tensor(data.make_batch("test", EVAL_START, IMAGES).images)
-    report = area_locality(VAEExplainer(shapes_vae), x)
+    x = data.to_tensor(data.make_batch("test", EVAL_START, VAE_LOCALITY_IMAGES).images)
+    report = vae_area_locality(shapes_vae, x)
     print("\n".join(report.lines()))
     assert report.regions == 200 and report.empty_maps == 0
     assert report.share(8) >= 0.6, report.lines()
