@@ -89,7 +89,7 @@ _ENCODINGS: Final[dict[int, EncodingName]] = {
     explain_pb2.UINT8: "UINT8",
     explain_pb2.PNG: "PNG",
 }
-_ENCODING_ENUM: Final[dict[str, int]] = {
+_ENCODING_ENUM: Final[dict[str, explain_pb2.Encoding]] = {
     "FLOAT16": explain_pb2.FLOAT16,
     "FLOAT32": explain_pb2.FLOAT32,
     "UINT8": explain_pb2.UINT8,
