@@ -118,7 +118,7 @@ def vae_picture(rows: Sequence[tuple[Path, camserve.ExplainResult, list[Any]]], 
         scale = size / max(result.geometry.input_size) if result.geometry else 1.0
         pictures, titles = [render.draw_boxes(view, regions, scale=scale)], ["input + regions"]
         if result.reconstruction is not None:
-            recon = (result.reconstruction.transpose(1, 2, 0).clip(0, 1) * 255 + 0.5).astype("uint8")
+            recon = (result.reconstruction.clip(0, 1) * 255 + 0.5).astype("uint8")  # H x W x 3 in [0, 1]
             pictures.append(Image.fromarray(recon).resize(view.size, Image.Resampling.BILINEAR))
             titles.append("reconstruction")
         method = result.methods[0]
