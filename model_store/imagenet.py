@@ -53,7 +53,7 @@ from torch import nn
 from handlers.engine.errors import InternalError, InvalidArgumentError, NotFoundError
 
 if TYPE_CHECKING:
-    from handlers.serving._images import Preprocessor
+    from handlers.serving import Preprocessor
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -218,12 +218,12 @@ def info() -> dict[str, Any]:
 def preprocessor() -> Preprocessor:
     """The serving handler's preprocessing with this model's settings, for in-process use (tests, demo, benchmark).
 
-    Using the handler's own :class:`~handlers.serving._images.Preprocessor` keeps in-process and served inputs
+    Using the handler's own :class:`~handlers.serving.Preprocessor` keeps in-process and served inputs
     bit-identical: the crop box is chosen in original pixels (shorter side scaled to :data:`RESIZE`, centre crop
     :data:`INPUT_SIZE`) and resampled bilinearly to the input size in one step; its ``Geometry.crop`` says which part
     of the photograph the model saw.
     """
-    from handlers.serving._images import Preprocessor
+    from handlers.serving import Preprocessor
 
     return Preprocessor(INPUT_SIZE, RESIZE, MEAN, STD)
 

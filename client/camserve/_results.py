@@ -481,7 +481,10 @@ def decode_tensor(tensor: explain_pb2.Tensor, what: str, default: int = explain_
                 f"malformed response: {what} has {len(tensor.data)} bytes for shape {list(shape)} "
                 f"({dtype.itemsize} bytes per value)"
             )
-        return np.frombuffer(tensor.data, dtype=dtype).astype(np.float32).reshape(shape)
+        values = np.frombuffer(tensor.data, dtype=dtype).astype(np.float32).reshape(shape)
+        if encoding == explain_pb2.FLOAT16 and tensor.scale not in (0.0, 1.0):
+            values = values * np.float32(tensor.scale)  # maps outside float16's normal range travel scaled
+        return values
     if encoding == explain_pb2.UINT8:
         if len(tensor.data) != count:
             raise Internal(f"malformed response: {what} has {len(tensor.data)} bytes for shape {list(shape)}")

@@ -698,6 +698,7 @@ def _tensor_message(encoded: Encoded) -> explain_pb2.Tensor:
         data=encoded.data,
         value_min=encoded.value_min,
         value_max=encoded.value_max,
+        scale=encoded.scale if encoded.scale != 1.0 else 0.0,
     )
 
 

@@ -29,6 +29,9 @@ __all__ = [
 EncodingName = Literal["FLOAT16", "FLOAT32", "UINT8", "PNG"]
 
 _FLOAT16_MAX: Final = float(np.finfo(np.float16).max)
+# Smallest normal float16. A map whose largest |value| is below it would be stored in subnormals and lose its
+# relative precision (e.g. the tiny gradients of an untrained model); such maps are scaled by a power of two.
+_FLOAT16_TINY: Final = float(np.finfo(np.float16).tiny)
 _BYTES_PER_VALUE: Final[dict[str, int]] = {"FLOAT16": 2, "FLOAT32": 4, "UINT8": 1}
 # PNG worst case around the raw scanlines: signature 8, IHDR 25, IEND 12, a 12-byte header per IDAT chunk, and
 # zlib's deflateBound() expansion for incompressible data (plus its 6-byte wrapper).
@@ -41,11 +44,12 @@ class Encoded:
 
     Attributes:
         shape: The array's shape, outermost first.
-        encoding: The encoding actually used. FLOAT16 falls back to FLOAT32 for an array whose values overflow
-            float16 (|v| > 65504), so the receiver always reads ``encoding`` from the message.
+        encoding: The encoding actually used. Always the requested one.
         data: The encoded bytes.
         value_min: For UINT8 and PNG, the value that 0 stands for (the array's minimum); 0 otherwise.
         value_max: For UINT8 and PNG, the value that 255 stands for (the array's maximum); 0 otherwise.
+        scale: For FLOAT16, the power of two the stored values are multiplied by (1.0 unless the array's largest
+            |value| lies outside float16's normal range: below 6.1e-5, or above 65504).
     """
 
     shape: tuple[int, ...]
@@ -53,14 +57,11 @@ class Encoded:
     data: bytes
     value_min: float = 0.0
     value_max: float = 0.0
+    scale: float = 1.0
 
 
 def encoded_size_bound(shape: tuple[int, ...], encoding: EncodingName) -> int:
-    """Bytes that :func:`encode_array` can produce at most for an array of ``shape`` (exact for non-PNG).
-
-    For FLOAT16 the bound is the FLOAT16 size; the rare FLOAT32 fallback for overflowing values is caught by the
-    handler's final size check.
-    """
+    """Bytes that :func:`encode_array` can produce at most for an array of ``shape`` (exact for non-PNG)."""
     values = math.prod(shape)
     if encoding != "PNG":
         return values * _BYTES_PER_VALUE[encoding]
@@ -94,9 +95,12 @@ def encode_array(tensor: torch.Tensor, encoding: EncodingName) -> Encoded:
         largest = float(np.finfo(np.float32).max)
         array = np.nan_to_num(array, nan=0.0, posinf=largest, neginf=-largest)
     if encoding == "FLOAT16":
-        if np.abs(array).max(initial=0.0) > _FLOAT16_MAX:
-            return Encoded(shape, "FLOAT32", array.astype("<f4").tobytes())
-        return Encoded(shape, "FLOAT16", array.astype("<f2").tobytes())
+        peak = float(np.abs(array).max(initial=0.0))
+        scale = 1.0
+        if peak > _FLOAT16_MAX or 0.0 < peak < _FLOAT16_TINY:
+            # A power of two: dividing by it is exact, and the peak lands in [1, 2).
+            scale = float(2.0 ** math.floor(math.log2(peak)))
+        return Encoded(shape, "FLOAT16", (array / scale).astype("<f2").tobytes(), scale=scale)
     if encoding == "FLOAT32":
         return Encoded(shape, "FLOAT32", array.astype("<f4").tobytes())
     quantised, low, high = _quantise(array)
@@ -117,7 +121,8 @@ def decode_array(encoded: Encoded) -> np.ndarray:
     """Inverse of :func:`encode_array` (up to quantisation): a float32 array of ``encoded.shape``."""
     if encoded.encoding in ("FLOAT16", "FLOAT32"):
         dtype = "<f2" if encoded.encoding == "FLOAT16" else "<f4"
-        return np.frombuffer(encoded.data, dtype=dtype).astype(np.float32).reshape(encoded.shape)
+        values = np.frombuffer(encoded.data, dtype=dtype).astype(np.float32).reshape(encoded.shape)
+        return values * np.float32(encoded.scale) if encoded.scale != 1.0 else values
     if encoded.encoding == "UINT8":
         q = np.frombuffer(encoded.data, dtype=np.uint8).reshape(encoded.shape)
     else:

@@ -23,6 +23,12 @@ def run(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands without --out write to ./camserve-out: keep that out of the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def conn(fake: FakeServer) -> list[str]:
     return ["--address", fake.address, "--management-address", fake.address, "--timeout", "10"]

@@ -527,3 +527,14 @@ def test_decode_tensor_png_rgb_and_uint8_range() -> None:
         decode_tensor(bad, "x")
     with pytest.raises(camserve.Internal, match="empty shape"):
         decode_tensor(explain_pb2.Tensor(shape=[], data=b""), "x")
+
+
+def test_decode_tensor_applies_the_float16_scale() -> None:
+    # The server scales FLOAT16 maps whose largest |value| is outside float16's normal range by a power of two.
+    a = np.array([[1.5e-7, -3.0e-8], [0.0, 6.0e-8]], dtype=np.float32)
+    scale = 2.0**-23
+    stored = (a / scale).astype("<f2").tobytes()
+    message = explain_pb2.Tensor(shape=[2, 2], encoding=explain_pb2.FLOAT16, data=stored, scale=scale)
+    np.testing.assert_allclose(decode_tensor(message, "x"), a, rtol=1e-3)
+    unscaled = explain_pb2.Tensor(shape=[2, 2], encoding=explain_pb2.FLOAT16, data=a.astype("<f2").tobytes())
+    np.testing.assert_array_equal(decode_tensor(unscaled, "x"), a.astype(np.float16).astype(np.float32))

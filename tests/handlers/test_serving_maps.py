@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -27,11 +29,19 @@ def test_float16_round_trip_within_half_precision(cam: torch.Tensor) -> None:
         assert np.array_equal(back, values.numpy().astype(np.float16).astype(np.float32))
 
 
-def test_float16_overflow_falls_back_to_float32() -> None:
-    values = torch.tensor([[1.0, 1e6]])
+@pytest.mark.parametrize("magnitude", [1e-9, 1e-6, 1e6, 1e30])
+def test_float16_out_of_normal_range_is_scaled_not_lost(magnitude: float) -> None:
+    # e.g. the gradients of an untrained model (all below float16's normal range) or huge logit gradients.
+    values = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(3)) * magnitude
     encoded = encode_array(values, "FLOAT16")
-    assert encoded.encoding == "FLOAT32"
-    assert decode_array(encoded).tolist() == [[1.0, 1e6]]
+    assert encoded.encoding == "FLOAT16" and len(encoded.data) == 2 * values.numel()
+    assert encoded.scale != 1.0 and math.log2(encoded.scale).is_integer()
+    back = decode_array(encoded)
+    peak = float(values.abs().max())
+    np.testing.assert_allclose(back, values.numpy(), rtol=0, atol=peak * 2.0**-11)
+    # In range, nothing is scaled; an all-zero map neither.
+    assert encode_array(torch.ones(7, 7), "FLOAT16").scale == 1.0
+    assert encode_array(torch.zeros(7, 7), "FLOAT16").scale == 1.0
 
 
 def test_float32_is_exact(cam: torch.Tensor) -> None:

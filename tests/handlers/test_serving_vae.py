@@ -96,7 +96,8 @@ def response(body: bytes) -> explain_pb2.ExplainResponse:
 
 def as_array(tensor: explain_pb2.Tensor) -> np.ndarray:
     names = {explain_pb2.FLOAT16: "FLOAT16", explain_pb2.FLOAT32: "FLOAT32"}
-    return decode_array(Encoded(tuple(tensor.shape), names[tensor.encoding], tensor.data))  # type: ignore[arg-type]
+    encoded = Encoded(tuple(tensor.shape), names[tensor.encoding], tensor.data, scale=tensor.scale or 1.0)  # type: ignore[arg-type]
+    return decode_array(encoded)
 
 
 def decoded_maps(result: explain_pb2.ImageResult) -> dict[tuple[str, str, int], np.ndarray]:

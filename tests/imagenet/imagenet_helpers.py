@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from handlers.serving._images import Geometry
+from handlers.serving import Geometry
 
 
 @dataclass(frozen=True)

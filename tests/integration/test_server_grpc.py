@@ -71,7 +71,8 @@ def pixel_bomb(width: int, height: int) -> bytes:
 def as_array(tensor: explain_pb2.Tensor) -> np.ndarray:
     """A float Tensor message as a float32 array."""
     dtype = {explain_pb2.FLOAT16: "<f2", explain_pb2.FLOAT32: "<f4"}[tensor.encoding]
-    return np.frombuffer(tensor.data, dtype=dtype).astype(np.float32).reshape(tuple(tensor.shape))
+    values = np.frombuffer(tensor.data, dtype=dtype).astype(np.float32).reshape(tuple(tensor.shape))
+    return values * np.float32(tensor.scale or 1.0)  # FLOAT16 maps outside float16's normal range travel scaled
 
 
 def request(images: Sequence[bytes], **fields: Any) -> explain_pb2.ExplainRequest:

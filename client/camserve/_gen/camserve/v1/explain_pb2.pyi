@@ -30,18 +30,20 @@ NATIVE: Resolution
 INPUT: Resolution
 
 class Tensor(_message.Message):
-    __slots__ = ("shape", "encoding", "data", "value_min", "value_max")
+    __slots__ = ("shape", "encoding", "data", "value_min", "value_max", "scale")
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     VALUE_MIN_FIELD_NUMBER: _ClassVar[int]
     VALUE_MAX_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
     shape: _containers.RepeatedScalarFieldContainer[int]
     encoding: Encoding
     data: bytes
     value_min: float
     value_max: float
-    def __init__(self, shape: _Optional[_Iterable[int]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., data: _Optional[bytes] = ..., value_min: _Optional[float] = ..., value_max: _Optional[float] = ...) -> None: ...
+    scale: float
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., data: _Optional[bytes] = ..., value_min: _Optional[float] = ..., value_max: _Optional[float] = ..., scale: _Optional[float] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x0", "y0", "x1", "y1")
