@@ -10,7 +10,7 @@ from types import MappingProxyType
 import torch
 from torch import Tensor, nn
 
-from handlers.engine._grid import GridLayout, detect_layout
+from handlers.engine._grid import GridLayout, layouts_of
 from handlers.engine._hooks import capture_outputs, frozen_eval, relu_rule
 from handlers.engine._layers import ProbeResult, input_channels, probe, resolve_layers
 from handlers.engine._result import Explanation, MapKey, Prediction
@@ -316,7 +316,7 @@ class Explainer:
                 raise InvalidArgumentError(
                     f"model returned {type(output).__name__}; the explainer needs a tensor of logits"
                 )
-            layouts = self._layouts(modules, captured, input_hw)
+            layouts = layouts_of(modules, captured, input_hw, not_run="was not called during the forward pass")
             targets = resolve_targets(spec, output, differentiate=grad_enabled)
             layer_grads, input_grads = self._backward(x, targets, captured, layers, needs, rules)
             with torch.no_grad():
@@ -329,22 +329,6 @@ class Explainer:
                         results[(m.name, layer)] = ctx.result(m.name, layer)
                 predictions = self._predictions(output.detach().float(), top_predictions)
         return self._assemble(results, targets, predictions, input_hw)
-
-    def _layouts(
-        self, modules: Mapping[str, nn.Module], captured: Mapping[str, Tensor], input_hw: tuple[int, int]
-    ) -> dict[str, GridLayout]:
-        layouts: dict[str, GridLayout] = {}
-        for name in modules:
-            if name not in captured:
-                raise InvalidArgumentError(f"layer {name!r} was not called during the forward pass", field="layers")
-            shape = tuple(captured[name].shape)
-            layout = detect_layout(shape[1:], input_hw)
-            if layout is None:
-                raise InvalidArgumentError(
-                    f"layer {name!r} output {shape} is not a spatial map for input {input_hw}", field="layers"
-                )
-            layouts[name] = layout
-        return layouts
 
     def _backward(
         self,

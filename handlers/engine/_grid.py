@@ -10,12 +10,15 @@ by hand.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from torch import Tensor
 
-__all__ = ["GridLayout", "detect_layout"]
+from handlers.engine.errors import InvalidArgumentError
+
+__all__ = ["GridLayout", "detect_layout", "layouts_of"]
 
 # Largest relative difference between the vertical and horizontal strides of a plausible grid.
 _STRIDE_TOLERANCE = 0.2
@@ -96,3 +99,26 @@ def detect_layout(sample_shape: tuple[int, ...], input_hw: tuple[int, int]) -> G
     if len(sample_shape) == 2:
         return _token_grid(sample_shape[0], input_hw)
     return None
+
+
+def layouts_of(
+    names: Iterable[str], captured: Mapping[str, Tensor], input_hw: tuple[int, int], *, not_run: str
+) -> dict[str, GridLayout]:
+    """The grid layout of each captured layer output, for one forward pass.
+
+    Raises:
+        InvalidArgumentError: A layer did not run (``not_run`` completes "layer 'x' ...") or its output is not a
+            spatial map of this input.
+    """
+    layouts: dict[str, GridLayout] = {}
+    for name in names:
+        if name not in captured:
+            raise InvalidArgumentError(f"layer {name!r} {not_run}", field="layers")
+        shape = tuple(captured[name].shape)
+        layout = detect_layout(shape[1:], input_hw)
+        if layout is None:
+            raise InvalidArgumentError(
+                f"layer {name!r} output {shape} is not a spatial map for input {input_hw}", field="layers"
+            )
+        layouts[name] = layout
+    return layouts

@@ -17,7 +17,7 @@ from typing import Literal, TypeGuard
 import torch
 from torch import Tensor, nn
 
-from handlers.engine._grid import GridLayout, detect_layout
+from handlers.engine._grid import GridLayout, layouts_of
 from handlers.engine._hooks import capture_outputs, frozen_eval, relu_rule
 from handlers.engine._layers import resolve_layers
 from handlers.engine._result import MapKey
@@ -383,7 +383,7 @@ class VAEExplainer:
                 x.requires_grad_(True)
             with capture_outputs(modules, as_leaf=True) as captured:
                 mu, logvar = self._adapter.encode(x)
-            layouts = self._layouts(modules, captured, input_hw)
+            layouts = layouts_of(modules, captured, input_hw, not_run="is not run by the encoder")
             if noise is None:
                 z = mu
             else:
@@ -408,23 +408,6 @@ class VAEExplainer:
                         results[(m.name, layer)] = m.compute(ctx, layer)
                 reconstructions = recon.detach()[first].float()
         return self._assemble(methods, results, regions, latents, reconstructions, input_hw)
-
-    @staticmethod
-    def _layouts(
-        modules: Mapping[str, nn.Module], captured: Mapping[str, Tensor], input_hw: tuple[int, int]
-    ) -> dict[str, GridLayout]:
-        layouts: dict[str, GridLayout] = {}
-        for name in modules:
-            if name not in captured:
-                raise InvalidArgumentError(f"layer {name!r} is not run by the encoder", field="layers")
-            shape = tuple(captured[name].shape)
-            layout = detect_layout(shape[1:], input_hw)
-            if layout is None:
-                raise InvalidArgumentError(
-                    f"layer {name!r} output {shape} is not a spatial map for input {input_hw}", field="layers"
-                )
-            layouts[name] = layout
-        return layouts
 
     def _backward(
         self,
