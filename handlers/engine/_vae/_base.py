@@ -17,7 +17,7 @@ from typing import ClassVar, Literal, Protocol
 from torch import Tensor
 
 from handlers.engine.errors import InvalidArgumentError
-from handlers.engine.methods import GradientRule, Scope
+from handlers.engine.methods import MethodContext, Scope
 
 __all__ = [
     "LATENT_TOTAL",
@@ -41,44 +41,22 @@ Rows = Literal["regions", "latents"]
 LATENT_TOTAL = -1
 
 
-class VAEContext(Protocol):
+class VAEContext(MethodContext, Protocol):
     """What a VAE method may read; float32 on the model's device. ``k`` = the most regions of any image.
 
-    Structurally a classifier ``MethodContext`` (regions play the targets), plus the latent gradients.
+    A classifier :class:`~handlers.engine.methods.MethodContext` whose target rows are the regions (``activation``
+    is the encoder layer's output, ``layer_gradient``/``input_gradient`` are d region score / d layer or input,
+    zero rows past an image's last region; ``head_weights`` raises: a VAE has no classifier head), plus the
+    explained latent dimensions and their gradients.
     """
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """The input ``(H, W)``."""
-        ...
 
     @property
     def latents(self) -> tuple[int, ...]:
         """The explained latent dimensions (channels of a spatial latent), in request order."""
         ...
 
-    def activation(self, layer: str) -> Tensor:
-        """The encoder layer output as a grid ``[B, C, h, w]``."""
-        ...
-
-    def layer_gradient(self, layer: str) -> Tensor:
-        """d region score / d layer output ``[k, B, C, h, w]`` (zero rows past an image's last region)."""
-        ...
-
-    def input_gradient(self, rule: GradientRule) -> Tensor:
-        """d region score / d input ``[k, B, C, H, W]`` under the given ReLU rule."""
-        ...
-
     def latent_gradient(self, layer: str) -> Tensor:
         """d (sum over positions of ``mu[:, c]``) / d layer output, one row per explained latent ``[L, B, C, h, w]``."""
-        ...
-
-    def head_weights(self, layer: str) -> Tensor:
-        """Not available for a VAE (raises); present so the context is a classifier ``MethodContext``."""
-        ...
-
-    def result(self, method: str, layer: str) -> Tensor:
-        """Another *classifier* method's result on this context (e.g. ``gradcam``), computed once and shared."""
         ...
 
 
