@@ -44,6 +44,7 @@ class Options:
     warmup: int
     libraries: bool
     sections: list[str]
+    only: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -256,6 +257,8 @@ def classifier_section(opts: Options) -> Iterator[Row]:
                     return model(x)
 
             for work, contestants in _classifier_works(ex, pgc_model, cap_model, x, opts.libraries).items():
+                if opts.only and not any(o in work for o in opts.only):
+                    continue
                 fwd_s, ratios = measure(forward, contestants, opts.rounds, opts.warmup)
                 row = Row("classifier", name, batch, work, fwd_s, ratios)
                 print(_format(row), flush=True)
@@ -383,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         help="torch intra-op threads (default 1: on a shared machine a 2-thread pool stalls when another process "
         "holds a core, which made single timings swing 2-3x here)",
     )
+    parser.add_argument("--only", nargs="+", default=[], help="run only rows whose work contains one of these")
     parser.add_argument("--markdown", metavar="FILE", help="also append the table to FILE (e.g. RESULTS.md)")
     args = parser.parse_args(argv)
     opts = Options(
@@ -393,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         libraries=not args.no_libraries,
         sections=args.sections,
+        only=args.only,
     )
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
