@@ -20,7 +20,6 @@ import copy
 import datetime
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,8 @@ import torchvision
 from torch import Tensor, nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from _timing import Contestant, measure  # beside this file
 
 from handlers.engine import Explainer
 
@@ -59,7 +60,6 @@ class Row:
     ratios: dict[str, float] = field(default_factory=dict)
 
 
-Contestant = Callable[[], object]
 SECTIONS: dict[str, Callable[[Options], Iterator[Row]]] = {}
 
 
@@ -71,31 +71,6 @@ def section(name: str) -> Callable[[Callable[[Options], Iterator[Row]]], Callabl
         return fn
 
     return wrap
-
-
-def measure(forward: Contestant, contestants: dict[str, Contestant], rounds: int, warmup: int) -> tuple[float, dict]:
-    """Median forward time and each contestant's median per-round ratio to it (interleaved, order reversed)."""
-    names = list(contestants)
-    for _ in range(warmup):
-        forward()
-        for n in names:
-            contestants[n]()
-    fwd_times: list[float] = []
-    ratios: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        order = ["__forward__", *names]
-        if r % 2:
-            order.reverse()
-        times: dict[str, float] = {}
-        for n in order:
-            fn = forward if n == "__forward__" else contestants[n]
-            t0 = time.perf_counter()
-            fn()
-            times[n] = time.perf_counter() - t0
-        fwd_times.append(times["__forward__"])
-        for n in names:
-            ratios[n].append(times[n] / times["__forward__"])
-    return statistics.median(fwd_times), {n: statistics.median(v) for n, v in ratios.items()}
 
 
 # --------------------------------------------------------------------------------------------- the libraries

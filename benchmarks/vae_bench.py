@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,10 +27,11 @@ from torch import Tensor, nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from _timing import Contestant, measure  # beside this file
+
 from handlers.engine import VAEExplainer
 from handlers.engine._vae import random_boxes
 
-Contestant = Callable[[], object]
 Measure = Callable[[Contestant, dict[str, Contestant], int, int], tuple[float, dict[str, float]]]
 REGION_COUNTS = (1, 4, 16)
 
@@ -45,31 +44,6 @@ class VaeRow:
     work: str
     forward_s: float
     ratios: dict[str, float] = field(default_factory=dict)
-
-
-def measure(forward: Contestant, contestants: dict[str, Contestant], rounds: int, warmup: int) -> tuple[float, dict]:
-    """Median forward time and each contestant's median per-round ratio to it (interleaved, order reversed)."""
-    names = list(contestants)
-    for _ in range(warmup):
-        forward()
-        for n in names:
-            contestants[n]()
-    fwd_times: list[float] = []
-    ratios: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        order = ["__forward__", *names]
-        if r % 2:
-            order.reverse()
-        times: dict[str, float] = {}
-        for n in order:
-            fn = forward if n == "__forward__" else contestants[n]
-            t0 = time.perf_counter()
-            fn()
-            times[n] = time.perf_counter() - t0
-        fwd_times.append(times["__forward__"])
-        for n in names:
-            ratios[n].append(times[n] / times["__forward__"])
-    return statistics.median(fwd_times), {n: statistics.median(v) for n, v in ratios.items()}
 
 
 def load_vae() -> tuple[nn.Module, str]:
