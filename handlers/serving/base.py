@@ -42,7 +42,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import torch
 from camserve._gen.camserve.v1 import explain_pb2
@@ -279,7 +279,10 @@ class Loaded:
 
 
 # --------------------------------------------------------------------------------------------------- the handler
-class ExplainHandler(ABC):
+EngineT = TypeVar("EngineT")
+
+
+class ExplainHandler(ABC, Generic[EngineT]):
     """Base of the classifier and VAE handlers. Subclasses build their engine and run one group of images.
 
     Subclasses implement :meth:`load_engine` (construct the engine, describe the model as :class:`Capabilities`),
@@ -291,6 +294,14 @@ class ExplainHandler(ABC):
     def __init__(self) -> None:
         self.initialized = False
         self._loaded: Loaded | None = None
+        self._explainer: EngineT | None = None
+
+    @property
+    def explainer(self) -> EngineT:
+        """The engine built by ``initialize`` (set by :meth:`load_engine`)."""
+        if self._explainer is None:
+            raise InternalError("the handler is not initialized")
+        return self._explainer
 
     # ------------------------------------------------------------------------------------------- load
     def initialize(self, context: Any) -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from handlers.engine import Explainer, Explanation
-from handlers.engine.errors import InternalError, InvalidArgumentError
+from handlers.engine.errors import InvalidArgumentError
 from handlers.serving._codec import (
     Capabilities,
     ImageInput,
@@ -27,21 +27,10 @@ __all__ = ["ClassifierHandler"]
 FALLBACK_DEFAULT_METHODS: Final = ("gradcam", "saliency")
 
 
-class ClassifierHandler(ExplainHandler):
+class ClassifierHandler(ExplainHandler[Explainer]):
     """TorchServe handler for image classifiers (``kind: classifier``)."""
 
     kind = "classifier"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._explainer: Explainer | None = None
-
-    @property
-    def explainer(self) -> Explainer:
-        """The engine built by ``initialize``."""
-        if self._explainer is None:
-            raise InternalError("the handler is not initialized")
-        return self._explainer
 
     def load_engine(self, model: nn.Module, config: ServingConfig, device: torch.device) -> Capabilities:
         """Builds the :class:`Explainer`, checks the config's defaults against it and measures map sizes."""

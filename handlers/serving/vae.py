@@ -33,21 +33,10 @@ FALLBACK_DEFAULT_METHODS: Final = ("area_saliency", "area_gradcam")
 LATENT_METHODS: Final = ("latent_gradcam",)
 
 
-class VAEHandler(ExplainHandler):
+class VAEHandler(ExplainHandler[VAEExplainer]):
     """TorchServe handler for VAEs with ``encode(x) -> (mu, logvar)`` and ``decode(z)`` (``kind: vae``)."""
 
     kind = "vae"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._explainer: VAEExplainer | None = None
-
-    @property
-    def explainer(self) -> VAEExplainer:
-        """The engine built by ``initialize``."""
-        if self._explainer is None:
-            raise InternalError("the handler is not initialized")
-        return self._explainer
 
     def load_engine(self, model: nn.Module, config: ServingConfig, device: torch.device) -> Capabilities:
         """Builds the :class:`VAEExplainer`, keeps the encoder layers every layer method can use, measures map sizes.
