@@ -167,7 +167,7 @@ def test_reduce_gradient() -> None:
 
 
 def test_register_method(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_base, "_REGISTRY", dict(_base._REGISTRY))
+    monkeypatch.setattr(_base._REGISTRY, "_entries", dict(_base._REGISTRY._entries))
 
     class Activation(Method):
         """The channel-summed activation: one file, one line to register."""

@@ -16,8 +16,7 @@ from typing import ClassVar, Literal, Protocol
 
 from torch import Tensor
 
-from handlers.engine.errors import InvalidArgumentError
-from handlers.engine.methods import MethodContext, Scope
+from handlers.engine.methods._base import MethodContext, Registry, Scope
 
 __all__ = [
     "LATENT_TOTAL",
@@ -74,7 +73,7 @@ class VAEMethod(ABC):
         row being the total): ``[.., h, w]`` for layer scope, ``[.., C, H, W]`` for input scope."""
 
 
-_REGISTRY: dict[str, VAEMethod] = {}
+_REGISTRY: Registry[VAEMethod] = Registry("VAE method")
 
 
 def register_vae_method(method: type[VAEMethod] | VAEMethod, *, replace: bool = False) -> VAEMethod:
@@ -83,16 +82,12 @@ def register_vae_method(method: type[VAEMethod] | VAEMethod, *, replace: bool = 
     Raises:
         InvalidArgumentError: The name is taken (pass ``replace=True`` to override deliberately).
     """
-    instance = method() if isinstance(method, type) else method
-    if instance.name in _REGISTRY and not replace:
-        raise InvalidArgumentError(f"VAE method {instance.name!r} is already registered", field="methods")
-    _REGISTRY[instance.name] = instance
-    return instance
+    return _REGISTRY.add(method() if isinstance(method, type) else method, replace=replace)
 
 
 def vae_methods() -> tuple[str, ...]:
     """Names of all registered VAE methods, in registration order."""
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_vae_method(name: str) -> VAEMethod:
@@ -101,9 +96,4 @@ def get_vae_method(name: str) -> VAEMethod:
     Raises:
         InvalidArgumentError: Unknown name (the message lists the available ones).
     """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InvalidArgumentError(
-            f"unknown VAE method {name!r}; available: {', '.join(_REGISTRY)}", field="methods"
-        ) from None
+    return _REGISTRY.get(name)

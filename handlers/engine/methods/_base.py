@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Generic, Literal, Protocol, TypeVar
 
 from torch import Tensor
 
@@ -21,11 +21,14 @@ __all__ = [
     "MethodContext",
     "ModelFacts",
     "Need",
+    "Registry",
     "Scope",
     "available_methods",
     "get_method",
     "register_method",
 ]
+
+M = TypeVar("M")
 
 #: Quantities a method can ask for. ``activation``: the layer output as a grid; ``layer_grad``: d score / d layer
 #: output (the shared CAM backward); ``input_grad``/``guided_grad``/``deconv_grad``: d score / d input under the
@@ -96,7 +99,43 @@ class Method(ABC):
         """Return ``[k, B, h, w]`` (layer scope) or ``[k, B, C, H, W]`` (input scope) float32 maps."""
 
 
-_REGISTRY: dict[str, Method] = {}
+class Registry(Generic[M]):
+    """Named method instances, in registration order (one for classifier methods, one for VAE methods).
+
+    Args:
+        what: How error messages name an entry, e.g. ``"method"`` or ``"VAE method"``.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._entries: dict[str, M] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def add(self, instance: M, *, replace: bool) -> M:
+        """Registers ``instance`` under its ``name`` (a taken name needs ``replace=True``)."""
+        name: str = getattr(instance, "name")  # noqa: B009 - both method bases declare it as a ClassVar
+        if name in self._entries and not replace:
+            raise InvalidArgumentError(f"{self._what} {name!r} is already registered", field="methods")
+        self._entries[name] = instance
+        return instance
+
+    def names(self) -> tuple[str, ...]:
+        """All registered names, in registration order."""
+        return tuple(self._entries)
+
+    def get(self, name: str) -> M:
+        """The entry called ``name``; an unknown name raises InvalidArgumentError listing the available ones."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise InvalidArgumentError(
+                f"unknown {self._what} {name!r}; available: {', '.join(self._entries)}", field="methods"
+            ) from None
+
+
+_REGISTRY: Registry[Method] = Registry("method")
 
 
 def register_method(method: type[Method] | Method, *, replace: bool = False) -> Method:
@@ -112,13 +151,12 @@ def register_method(method: type[Method] | Method, *, replace: bool = False) -> 
     missing = [d for d in instance.depends_on if d not in _REGISTRY]
     if missing:
         raise InvalidArgumentError(f"method {instance.name!r} depends on unregistered {missing}", field="methods")
-    _REGISTRY[instance.name] = instance
-    return instance
+    return _REGISTRY.add(instance, replace=replace)
 
 
 def available_methods() -> tuple[str, ...]:
     """Names of all registered methods, in registration order."""
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_method(name: str) -> Method:
@@ -127,9 +165,4 @@ def get_method(name: str) -> Method:
     Raises:
         InvalidArgumentError: Unknown name (the message lists the available ones).
     """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InvalidArgumentError(
-            f"unknown method {name!r}; available: {', '.join(_REGISTRY)}", field="methods"
-        ) from None
+    return _REGISTRY.get(name)
