@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from handlers.engine._grid import GridLayout, layouts_of
 from handlers.engine._hooks import capture_outputs, frozen_eval, relu_rule
 from handlers.engine._layers import ProbeResult, input_channels, probe, resolve_layers
+from handlers.engine._linear import linear_shortcuts
 from handlers.engine._result import Explanation, MapKey, Prediction
 from handlers.engine._targets import (
     ResolvedTargets,
@@ -310,7 +311,11 @@ class Explainer:
             x = images.clone() if images.is_inference() else images.detach()
             if rules:
                 x.requires_grad_(True)
-            with capture_outputs(modules, as_leaf=True) as captured, self._autocast(x.device):
+            with (
+                linear_shortcuts(self._model),
+                capture_outputs(modules, as_leaf=True) as captured,
+                self._autocast(x.device),
+            ):
                 output = self._model(x)
             if not isinstance(output, Tensor):
                 raise InvalidArgumentError(

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from handlers.engine._grid import GridLayout, layouts_of
 from handlers.engine._hooks import capture_outputs, frozen_eval, relu_rule
 from handlers.engine._layers import resolve_layers
+from handlers.engine._linear import linear_shortcuts
 from handlers.engine._result import MapKey
 from handlers.engine._vae._adapter import DecodeFn, EncodeFn, VAEAdapter, VAEProbe
 from handlers.engine._vae._base import LATENT_TOTAL, VAEMethod, VAENeed, get_vae_method, vae_methods
@@ -374,6 +375,7 @@ class VAEExplainer:
             frozen_eval(self._adapter.module),
             torch.inference_mode(False),
             torch.enable_grad() if grad_enabled else torch.no_grad(),
+            linear_shortcuts(self._adapter.module),
         ):
             # A fresh tensor: never an inference tensor, never the caller's autograd history.
             x = images.clone() if images.is_inference() else images.detach()

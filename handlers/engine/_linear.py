@@ -1,0 +1,134 @@
+"""Cheaper input gradients through layers that are linear in their input at explanation time.
+
+An explanation's backward passes only need gradients with respect to activations and the input, never the
+weights. For two common layers PyTorch's generic backward does more than that needs:
+
+- an eval-mode batch norm with running statistics is a per-channel affine map, ``y = x * s + t`` with
+  ``s = w / sqrt(var + eps)``, so ``dL/dx = dL/dy * s``: one multiply, where the generic batch-norm backward costs
+  ~3x as much (measured: 8.1 ms vs 2.8 ms for ``[8, 256, 56, 56]``, one thread) and keeps the norm's input alive;
+- a pointwise convolution (1x1 kernel, stride 1, no padding, one group) is a matrix product over channels, so
+  ``dL/dx = W^T . dL/dy``: one batched GEMM, ~25% cheaper than the generic convolution backward, which works
+  image by image and zero-fills its output first (measured: 9.6 ms vs 13.8 ms for 256 -> 64 channels at 56x56).
+
+While :func:`linear_shortcuts` is active, such a layer runs its own forward without recording a graph (so it also
+saves nothing) and its output is re-attached to its input by :class:`_Reattach`, whose backward is the shortcut. The
+numbers are the same up to float rounding. On resnet50 (batch 8, one thread) the two shortcuts made a backward pass
+to the input ~15-20% cheaper. Layers with trainable parameters (someone wants their gradient), in training mode, or
+of a subclass (which may override ``forward``) keep PyTorch's own backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["linear_shortcuts"]
+
+#: An input-gradient rule: output gradient -> input gradient.
+Backward = Callable[[Tensor], Tensor]
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+class _Reattach(torch.autograd.Function):
+    """Attach an already computed output to the layer's input, with a given input-gradient rule."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, backward: Backward, box: list[Tensor]) -> Tensor:
+        # The output comes in a list so that autograd does not see an input returned as-is (it would make the
+        # result a view, and the in-place ReLU that usually follows is forbidden on such views).
+        ctx.backward = backward
+        ctx.x_dtype = x.dtype
+        return box[0]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return ctx.backward(grad).to(ctx.x_dtype), None, None
+
+
+def _batchnorm_rule(module: nn.Module, x: Tensor) -> Backward | None:
+    """``dL/dx = dL/dy * w / sqrt(var + eps)`` for an eval-mode norm with running statistics."""
+    bn = cast(nn.BatchNorm2d, module)  # any of _BATCHNORMS
+    if bn.running_var is None:  # batch statistics even in eval mode: not affine
+        return None
+    scale = (bn.running_var.detach().float() + bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().float()
+    scale = scale.view(1, -1, *([1] * (x.ndim - 2)))
+    return lambda grad: grad * scale
+
+
+def _pointwise_conv_rule(module: nn.Module, x: Tensor) -> Backward | None:
+    """``dL/dx = W^T . dL/dy`` over channels for a 1x1, stride-1, unpadded, single-group convolution."""
+    conv = cast(nn.Conv2d, module)
+    pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+    if not pointwise or conv.padding not in ((0, 0), "valid") or x.ndim != 4:
+        return None
+    weight_t = conv.weight.detach()[:, :, 0, 0].t()  # [C_in, C_out]
+
+    def backward(grad: Tensor) -> Tensor:
+        # [C_in, C_out] @ [N, C_out, H*W] -> [N, C_in, H*W], as one batched GEMM (reshape, not flatten/view: the
+        # batched top-k backward runs this under vmap, which has no rule for those).
+        n, _, *spatial = grad.shape
+        out = torch.matmul(weight_t.to(grad.dtype), grad.reshape(n, grad.shape[1], -1))
+        return out.reshape(n, out.shape[1], *spatial)
+
+    return backward
+
+
+_RULES: dict[type[nn.Module], Callable[[nn.Module, Tensor], Backward | None]] = {
+    **dict.fromkeys(_BATCHNORMS, _batchnorm_rule),
+    nn.Conv2d: _pointwise_conv_rule,
+}
+
+
+@contextmanager
+def linear_shortcuts(model: nn.Module) -> Iterator[int]:
+    """During the block, eval-mode batch norms and pointwise convolutions backpropagate by their shortcut rule.
+
+    Applies to calls whose input requires grad while grad mode is on; other calls run unchanged. The hooks go first
+    on each module (``prepend``), so a layer that :func:`~handlers.engine._hooks.capture_outputs` also records is
+    recorded with the re-attached graph. All hooks are removed on exit.
+
+    Yields:
+        The number of hooked modules (each call still decides whether its shortcut applies).
+    """
+    pending: list[Backward | None] = []  # one entry per running call (a module cannot run inside itself)
+
+    def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
+        x = args[0] if args else None
+        rule = None
+        if (
+            isinstance(x, Tensor)
+            and x.requires_grad
+            and torch.is_grad_enabled()
+            and not module.training
+            and not any(p.requires_grad for p in module.parameters(recurse=False))
+        ):
+            rule = _RULES[type(module)](module, x)
+        pending.append(rule)
+        if rule is not None:
+            torch.set_grad_enabled(False)  # the caller's enable_grad() block restores it if the forward raises
+
+    def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        rule = pending.pop()
+        if rule is None:
+            return None
+        torch.set_grad_enabled(True)
+        return _Reattach.apply(args[0], rule, [output])
+
+    handles: list[RemovableHandle] = []
+    try:
+        for module in model.modules():
+            if type(module) in _RULES:
+                handles.append(module.register_forward_pre_hook(pre, prepend=True))
+                handles.append(module.register_forward_hook(post, prepend=True))
+        yield len(handles) // 2
+    finally:
+        for h in handles:
+            h.remove()
