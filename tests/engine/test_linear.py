@@ -48,7 +48,9 @@ _CASES = [  # id, layer, input shape, whether the shortcut applies
     ("conv1x1", nn.Conv2d(4, 6, 1), (3, 4, 5, 6), True),
     ("conv1x1-valid-nobias", nn.Conv2d(4, 6, 1, bias=False, padding="valid"), (3, 4, 5, 6), True),
     ("conv3x3", nn.Conv2d(4, 6, 3, padding=1), (3, 4, 5, 6), False),
-    ("conv1x1-stride2", nn.Conv2d(4, 6, 1, stride=2), (3, 4, 5, 6), False),
+    ("conv1x1-stride2", nn.Conv2d(4, 6, 1, stride=2), (3, 4, 5, 7), True),
+    ("conv1x1-stride2x3-large", nn.Conv2d(4, 6, 1, stride=(2, 3)), (2, 4, 40, 50), True),
+    ("conv1x1-large", nn.Conv2d(4, 6, 1), (2, 4, 16, 16), True),
     ("conv1x1-padded", nn.Conv2d(4, 6, 1, padding=1), (3, 4, 5, 6), False),
     ("conv1x1-groups", nn.Conv2d(4, 6, 1, groups=2), (3, 4, 5, 6), False),
 ]
