@@ -114,7 +114,9 @@ def linear_shortcuts(model: nn.Module) -> Iterator[int]:
     Yields:
         The number of hooked modules (each call still decides whether its shortcut applies).
     """
-    pending: list[Backward | None] = []  # one entry per running call (a module cannot run inside itself)
+    # The rule of each running call, per module (a module whose forward raised inside a caller's try/except leaves
+    # a stale entry below the next call's, never above it).
+    pending: dict[int, list[Backward | None]] = {}
 
     def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
         x = args[0] if args else None
@@ -127,12 +129,12 @@ def linear_shortcuts(model: nn.Module) -> Iterator[int]:
             and not any(p.requires_grad for p in module.parameters(recurse=False))
         ):
             rule = _RULES[type(module)](module, x)
-        pending.append(rule)
+        pending.setdefault(id(module), []).append(rule)
         if rule is not None:
             torch.set_grad_enabled(False)  # the caller's enable_grad() block restores it if the forward raises
 
     def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        rule = pending.pop()
+        rule = pending[id(module)].pop()
         if rule is None:
             return None
         torch.set_grad_enabled(True)
