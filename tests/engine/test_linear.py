@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from handlers.engine import Explainer
 from handlers.engine import _explainer as explainer_module
+from handlers.engine import _linear as linear_module
 from handlers.engine._hooks import walk_graph
 from handlers.engine._linear import linear_shortcuts
 
@@ -118,7 +119,7 @@ def test_norm_called_twice_and_without_grad() -> None:
 
 
 @contextlib.contextmanager
-def _native_norms(model: nn.Module) -> Iterator[int]:
+def _no_shortcuts(model: nn.Module) -> Iterator[int]:
     yield 0
 
 
@@ -143,8 +144,12 @@ def test_explainer_maps_equal_the_native_backward(
         "layers": _SHORTCUT_LAYERS[arch],
         "top_k": 2,
     }
+    reattached: list[int] = []
+    apply = linear_module._Reattach.apply
+    monkeypatch.setattr(linear_module._Reattach, "apply", lambda *a: reattached.append(1) or apply(*a))
     fast = Explainer(model, amp=amp).explain(images, **kwargs)  # type: ignore[arg-type]
-    monkeypatch.setattr(explainer_module, "linear_shortcuts", _native_norms)
+    assert len(reattached) > 10  # the shortcuts were taken
+    monkeypatch.setattr(explainer_module, "linear_shortcuts", _no_shortcuts)
     native = Explainer(model, amp=amp).explain(images, **kwargs)  # type: ignore[arg-type]
     for f, n in zip(fast, native, strict=True):
         assert f.targets == n.targets and f.maps.keys() == n.maps.keys()
