@@ -1,6 +1,6 @@
 """The demo behind deploy/demo.sh: explanation requests through the camserve SDK for bundled sample images.
 
-    python deploy/demo.py [--run-dir .run] [--out out]
+    python -m deploy.demo [--run-dir .run] [--out out]
 
 Talks to the server started from ``--run-dir`` (address and key file from there) with ``camserve.Client``:
 
@@ -19,7 +19,6 @@ then prints what it wrote and how to call the server yourself. Models the server
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -30,6 +29,8 @@ import camserve
 from camserve import render
 from PIL import Image, ImageDraw, ImageFont
 
+from deploy import serverctl
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "model_store" / "samples"
 
@@ -39,16 +40,6 @@ IMAGENET = "imagenet-efficientnet-lite0"
 CLASSIFIER_METHODS = ("gradcam", "gradcam++", "saliency", "guided_backprop")
 IMAGENET_METHODS = ("gradcam", "gradcam++", "guided_backprop", "guided_gradcam")
 TIMEOUT = 300.0  # s per call: the first call of a worker on a busy CPU is slow
-
-
-def _serverctl() -> Any:
-    spec = importlib.util.spec_from_file_location("camserve_serverctl", ROOT / "deploy" / "serverctl.py")
-    if spec is None or spec.loader is None:
-        raise SystemExit("cannot load deploy/serverctl.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def shapes_inputs(folder: Path, count: int) -> tuple[list[Path], list[tuple[int, int, int, int]]]:
@@ -198,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=ROOT / ".run", help="the running server's run directory")
     parser.add_argument("--out", type=Path, default=ROOT / "out", help="output folder (default: out/)")
     args = parser.parse_args(argv)
-    ctl = _serverctl()
+    ctl = serverctl
     try:
         server = ctl.Server.attach(args.run_dir)
     except ctl.ServerError as exc:

@@ -28,7 +28,7 @@ started=$(bash deploy/start.sh)   # its "how to call" text is printed by the dem
 echo "${started%%$'\n'*}"         # first line: what is served, ready after how long
 [ "$stop" = 1 ] && trap 'bash deploy/stop.sh' EXIT
 echo "== explaining the sample images through the SDK"
-.venv/bin/python deploy/demo.py --out "$out"
+.venv/bin/python -m deploy.demo --out "$out"
 if [ "$stop" = 1 ]; then
   echo "== stopping the server (--stop)"
 else

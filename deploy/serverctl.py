@@ -3,11 +3,11 @@
 Used by deploy/start.sh, deploy/stop.sh, the container entry point and the test fixture (tests/conftest.py), so
 tests exercise the same configuration and readiness rule as a user's server.
 
-    python deploy/serverctl.py start  [--run-dir .run] [--model-store model_store/archives] [--models NAME ...]
+    python -m deploy.serverctl start  [--run-dir .run] [--model-store model_store/archives] [--models NAME ...]
                                       [--bind ADDR] [--set key=value ...] [--timeout 300]
-    python deploy/serverctl.py run    (same options; stays in the foreground, for containers)
-    python deploy/serverctl.py status [--run-dir .run]     exit 0 when every model has its workers READY
-    python deploy/serverctl.py stop   [--run-dir .run] [--timeout 30]
+    python -m deploy.serverctl run    (same options; stays in the foreground, for containers)
+    python -m deploy.serverctl status [--run-dir .run]     exit 0 when every model has its workers READY
+    python -m deploy.serverctl stop   [--run-dir .run] [--timeout 30]
 
 What it does, and why:
 - Each server gets its own run directory, used as TorchServe's working directory (``logs/``, ``key_file.json``)
@@ -484,7 +484,7 @@ class Server:
     def ping(self, timeout: float = 5.0) -> str:
         """TorchServe's gRPC Ping with the inference key; returns the health text."""
         import grpc
-        from camserve._gen.org.pytorch.serve.grpc.inference import inference_pb2_grpc
+        from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2_grpc
         from google.protobuf import empty_pb2
 
         with grpc.insecure_channel(self.endpoints.grpc) as channel:

@@ -17,4 +17,4 @@ if [ -z "$major" ] || [ "$major" -lt 17 ]; then
 fi
 [ -x .venv/bin/torchserve ] || { echo "start: .venv/bin/torchserve missing: run bash deploy/setup.sh" >&2; exit 1; }
 
-exec .venv/bin/python deploy/serverctl.py start "$@"
+exec .venv/bin/python -m deploy.serverctl start "$@"

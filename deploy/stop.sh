@@ -4,4 +4,4 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-exec .venv/bin/python deploy/serverctl.py stop "$@"
+exec .venv/bin/python -m deploy.serverctl stop "$@"

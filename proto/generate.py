@@ -1,9 +1,9 @@
-"""Regenerates the Python code for every .proto under proto/ into the client's private package camserve._gen.
+"""Regenerates the Python code for every .proto under proto/ into the client's private package camserve_proto.
 
 Usage: python proto/generate.py [--out DIR]   (default: client/camserve/_gen)
 
 Each proto is compiled as if it lived at camserve/_gen/<its path>, so generated modules import each other as
-``camserve._gen....`` with no post-processing of generated imports. The wire format depends only on each file's
+``camserve_proto....`` with no post-processing of generated imports. The wire format depends only on each file's
 ``package`` statement, which is untouched. tests/test_proto.py regenerates into a temporary folder and fails when
 the committed code differs.
 """
@@ -20,13 +20,22 @@ from pathlib import Path
 from grpc_tools import protoc
 
 PROTO_ROOT = Path(__file__).resolve().parent
-DEFAULT_OUT = PROTO_ROOT.parent / "client" / "camserve" / "_gen"
-PREFIX = Path("camserve") / "_gen"
+PACKAGE = "camserve_proto"
+DEFAULT_OUT = PROTO_ROOT / PACKAGE
+PREFIX = Path(PACKAGE)
+
+
+PACKAGE_DOC = '''"""Generated protobuf and gRPC modules of camserve's contract (proto/*.proto): run proto/generate.py.
+
+``camserve_proto.camserve.v1.explain_pb2``: camserve's ExplainRequest / ExplainResponse.
+``camserve_proto.org.pytorch.serve.grpc.inference`` / ``.management``: TorchServe 0.12's gRPC services.
+"""
+'''
 
 
 def generate(out: Path) -> list[Path]:
     """Compiles all protos into ``out`` (replaced wholesale) and returns the files written."""
-    protos = sorted(p.relative_to(PROTO_ROOT) for p in PROTO_ROOT.rglob("*.proto"))
+    protos = sorted(p.relative_to(PROTO_ROOT) for p in PROTO_ROOT.rglob("*.proto") if PACKAGE not in p.parts)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
         dst = Path(tmp) / "dst"
@@ -49,6 +58,8 @@ def generate(out: Path) -> list[Path]:
         generated = dst / PREFIX
         for folder in [generated, *(p for p in generated.rglob("*") if p.is_dir())]:
             (folder / "__init__.py").touch()
+        (generated / "__init__.py").write_text(PACKAGE_DOC, encoding="utf-8")
+        (generated / "py.typed").touch()
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(generated, out)

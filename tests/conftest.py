@@ -13,11 +13,9 @@ When a test that uses the server fails, the server's log tail is attached to its
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from deploy import serverctl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,20 +35,6 @@ TEST_OVERRIDES: Mapping[str, Mapping[str, Any]] = {"shapes-classifier": {"maxBat
 """Model-config changes for the test server only: a wider batching window so concurrent test calls batch."""
 
 STARTUP_TIMEOUT = 300.0  # s; worker start is slow when the machine is busy (torch import, model build)
-
-
-def serverctl() -> ModuleType:
-    """deploy/serverctl.py as a module (deploy/ is scripts, not a package)."""
-    name = "camserve_serverctl"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / "serverctl.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError("cannot load deploy/serverctl.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def java_major() -> int | None:
@@ -65,7 +51,7 @@ def java_major() -> int | None:
 @pytest.fixture(scope="session")
 def serverctl_module() -> ModuleType:
     """deploy/serverctl.py (config rendering, endpoints, start/stop) for tests that check it directly."""
-    return serverctl()
+    return serverctl
 
 
 @dataclass(frozen=True)
@@ -144,7 +130,7 @@ def camserve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Camser
         pytest.skip(
             f"TorchServe needs Java 17+ (found {major or 'none'}): sudo apt-get install -y openjdk-17-jre-headless"
         )
-    ctl = serverctl()
+    ctl = serverctl
     archives = tmp_path_factory.mktemp("archives")
     models, not_served = _build_archives(archives)
     if not models:

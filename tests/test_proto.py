@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
     out = tmp_path / "_gen"
     subprocess.run([sys.executable, str(ROOT / "proto" / "generate.py"), "--out", str(out)], check=True)
-    committed = ROOT / "client" / "camserve" / "_gen"
+    committed = ROOT / "proto" / "camserve_proto"
     fresh = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     existing = sorted(
         p.relative_to(committed) for p in committed.rglob("*") if p.is_file() and "__pycache__" not in p.parts

@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from camserve_proto.camserve.v1 import explain_pb2
+from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2
+from camserve_proto.org.pytorch.serve.grpc.management import management_pb2
 from google.protobuf import empty_pb2
 
 from camserve._auth import TokenSource
-from camserve._gen.camserve.v1 import explain_pb2
-from camserve._gen.org.pytorch.serve.grpc.inference import inference_pb2
-from camserve._gen.org.pytorch.serve.grpc.management import management_pb2
 from camserve._images import is_single_image
 from camserve._request import ExplainOptions, Input, build_request, image_messages
 from camserve._results import (

@@ -12,10 +12,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, overload
 
 import grpc
+from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2_grpc
+from camserve_proto.org.pytorch.serve.grpc.management import management_pb2_grpc
 
 from camserve._base import MAX_PAGES, ClientBase, PreparedBatch, check_many, check_model
-from camserve._gen.org.pytorch.serve.grpc.inference import inference_pb2_grpc
-from camserve._gen.org.pytorch.serve.grpc.management import management_pb2_grpc
 from camserve._images import ImageLike
 from camserve._request import ExplainOptions, RegionLike, TargetLike
 from camserve._results import ExplainResult, ModelEntry, ModelInfo

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
+from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-from camserve._gen.camserve.v1 import explain_pb2
 from camserve.errors import InvalidArgument
 
 #: Anything :meth:`camserve.Client.explain` accepts as one image.

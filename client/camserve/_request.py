@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import numpy as np
+from camserve_proto.camserve.v1 import explain_pb2
 
-from camserve._gen.camserve.v1 import explain_pb2
 from camserve._images import to_image_message
 from camserve.errors import InvalidArgument
 

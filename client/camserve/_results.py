@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
+from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image as PILImage
 
-from camserve._gen.camserve.v1 import explain_pb2
 from camserve.errors import CamserveError, Internal, from_code
 
 Reduction = Literal["abs_max", "positive", "negative", "luminance"]

@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import torch
-from camserve._gen.camserve.v1 import explain_pb2
+from camserve_proto.camserve.v1 import explain_pb2
 from google.protobuf.message import DecodeError
 
 from handlers.engine.errors import (

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Final, Generic, Literal, TypeVar
 
 import torch
-from camserve._gen.camserve.v1 import explain_pb2
+from camserve_proto.camserve.v1 import explain_pb2
 from torch import nn
 
 from handlers.engine import MapKey, detect_layout

@@ -1,8 +1,8 @@
 """Renders ``demo.png``: for each sample photograph, the served model's top-3 labels and its Grad-CAM, Grad-CAM++,
 guided backprop and guided Grad-CAM, drawn with :mod:`camserve.render` from what the server returned.
 
-    python model_store/samples/make_demo.py                      # builds the archive, runs its own server, stops it
-    python model_store/samples/make_demo.py --address 127.0.0.1:7070 --token-file .run/key_file.json
+    python -m model_store.samples.make_demo                      # builds the archive, runs its own server, stops it
+    python -m model_store.samples.make_demo --address 127.0.0.1:7070 --token-file .run/key_file.json
 
 Everything goes through the real path: the JPEG files are sent with the client SDK, TorchServe decodes, crops and
 explains them, and the pictures show the part of each photo the model saw (its centre crop) at the model's input size.
@@ -11,7 +11,6 @@ explains them, and the pictures show the part of each photo the model saw (its c
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -41,14 +40,9 @@ def _font(size: int) -> object:
 @contextmanager
 def _own_server() -> Iterator[tuple[str, str]]:
     """Builds the archive and starts a TorchServe on free loopback ports (deploy/serverctl.py); stops it after."""
+    from deploy import serverctl as ctl
     from model_store import archive
 
-    spec = importlib.util.spec_from_file_location("camserve_serverctl", ROOT / "deploy" / "serverctl.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError("cannot load deploy/serverctl.py")
-    ctl = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = ctl
-    spec.loader.exec_module(ctl)
     with tempfile.TemporaryDirectory(prefix="camserve-demo-") as tmp:
         store = Path(tmp) / "archives"
         archive.build(MODEL, store)

@@ -21,9 +21,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from camserve._gen.camserve.v1 import explain_pb2
-from camserve._gen.org.pytorch.serve.grpc.inference import inference_pb2, inference_pb2_grpc
-from camserve._gen.org.pytorch.serve.grpc.management import management_pb2, management_pb2_grpc
+from camserve_proto.camserve.v1 import explain_pb2
+from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2, inference_pb2_grpc
+from camserve_proto.org.pytorch.serve.grpc.management import management_pb2, management_pb2_grpc
 from PIL import Image
 
 LABELS = ("circle", "square", "triangle", "star", "cross")

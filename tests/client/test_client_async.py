@@ -14,7 +14,7 @@ import camserve
 import grpc
 import numpy as np
 import pytest
-from camserve._gen.camserve.v1 import explain_pb2
+from camserve_proto.camserve.v1 import explain_pb2
 from conftest import LABELS, FakeServer, default_answer, free_port, start_fake
 
 MODEL = "shapes-classifier"

@@ -9,8 +9,8 @@ from typing import Any
 import camserve
 import grpc
 import pytest
-from camserve._gen.camserve.v1 import explain_pb2
 from camserve.errors import from_code
+from camserve_proto.camserve.v1 import explain_pb2
 from conftest import FakeServer
 
 EXPECTED = {

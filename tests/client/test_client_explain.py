@@ -12,8 +12,8 @@ import camserve
 import grpc
 import numpy as np
 import pytest
-from camserve._gen.camserve.v1 import explain_pb2
 from camserve._results import decode_tensor
+from camserve_proto.camserve.v1 import explain_pb2
 from conftest import CAM, INPUT, LABELS, FakeServer, default_answer, tensor
 from PIL import Image
 

@@ -7,17 +7,16 @@ the key file, keeps working without being told. Without retries the same call fa
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import camserve
 import numpy as np
 import pytest
+
+from deploy import serverctl
 
 pytestmark = pytest.mark.integration
 
@@ -25,26 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "model_store" / "samples"
 
 
-def serverctl() -> ModuleType:
-    """deploy/serverctl.py, the project's one way to run TorchServe (shared with tests/conftest.py)."""
-    name = "camserve_serverctl"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / "serverctl.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError("cannot load deploy/serverctl.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_retries_carry_a_call_across_a_server_restart(camserve_server: Any, tmp_path: Path) -> None:
     model = next((m for m in ("shapes-classifier", "imagenet-efficientnet-lite0") if m in camserve_server.models), None)
     if model is None:
         pytest.skip(f"no classifier is served: {dict(camserve_server.not_served)}")
     image: Any = np.full((64, 64, 3), 120, np.uint8) if model == "shapes-classifier" else SAMPLES / "cat.jpg"
-    ctl = serverctl()
+    ctl = serverctl
     run_dir = tmp_path / "restart"
     overrides = ctl.free_port_overrides("127.0.0.1")
     start = {"run_dir": run_dir, "model_store": camserve_server.archive_dir, "models": [model], "timeout": 300}

@@ -14,8 +14,8 @@ import grpc
 import numpy as np
 import pytest
 from camserve._auth import TokenSource
-from camserve._gen.camserve.v1 import explain_pb2
 from camserve._transport import RetryPolicy, management_address_for, resolve_address
+from camserve_proto.camserve.v1 import explain_pb2
 from conftest import FakeServer, free_port, start_fake, tensor
 
 

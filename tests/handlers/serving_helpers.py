@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from camserve._gen.camserve.v1 import explain_pb2
+from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from camserve._gen.camserve.v1 import explain_pb2
+from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image
 from serving_helpers import png_bytes, request
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from camserve._gen.camserve.v1 import explain_pb2
+from camserve_proto.camserve.v1 import explain_pb2
 from serving_helpers import MockContext, encode, gradient_rgb, png_bytes, request
 
 from handlers.engine import Explainer

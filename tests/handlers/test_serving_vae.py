@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from camserve._gen.camserve.v1 import explain_pb2
+from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image
 from serving_helpers import MockContext, encode, gradient_rgb, png_bytes, request
 

@@ -141,7 +141,7 @@ def test_kubernetes_manifests_parse_and_agree_with_the_image() -> None:
     assert docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
     assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
     probe = container["readinessProbe"]["exec"]["command"]
-    assert probe[:3] == ["python", "deploy/serverctl.py", "status"]
+    assert probe[:4] == ["python", "-m", "deploy.serverctl", "status"]
     # The run dir the probes read is the one the image's entry point uses.
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     run_dir = probe[probe.index("--run-dir") + 1]

@@ -25,8 +25,8 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from camserve._gen.camserve.v1 import explain_pb2
-from camserve._gen.org.pytorch.serve.grpc.inference import inference_pb2, inference_pb2_grpc
+from camserve_proto.camserve.v1 import explain_pb2
+from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2, inference_pb2_grpc
 from google.protobuf import empty_pb2
 from PIL import Image
 

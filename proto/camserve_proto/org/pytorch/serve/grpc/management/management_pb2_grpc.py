@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from camserve._gen.org.pytorch.serve.grpc.management import management_pb2 as camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2
+from camserve_proto.org.pytorch.serve.grpc.management import management_pb2 as camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in camserve/_gen/org/pytorch/serve/grpc/management/management_pb2_grpc.py depends on'
+        + ' but the generated code in camserve_proto/org/pytorch/serve/grpc/management/management_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,33 +36,33 @@ class ManagementAPIsServiceStub:
         """
         self.DescribeModel = channel.unary_unary(
                 '/org.pytorch.serve.grpc.management.ManagementAPIsService/DescribeModel',
-                request_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.DescribeModelRequest.SerializeToString,
-                response_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+                request_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.DescribeModelRequest.SerializeToString,
+                response_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/org.pytorch.serve.grpc.management.ManagementAPIsService/ListModels',
-                request_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ListModelsRequest.SerializeToString,
-                response_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+                request_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
                 _registered_method=True)
         self.RegisterModel = channel.unary_unary(
                 '/org.pytorch.serve.grpc.management.ManagementAPIsService/RegisterModel',
-                request_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.RegisterModelRequest.SerializeToString,
-                response_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+                request_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.RegisterModelRequest.SerializeToString,
+                response_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
                 _registered_method=True)
         self.ScaleWorker = channel.unary_unary(
                 '/org.pytorch.serve.grpc.management.ManagementAPIsService/ScaleWorker',
-                request_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ScaleWorkerRequest.SerializeToString,
-                response_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+                request_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ScaleWorkerRequest.SerializeToString,
+                response_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
                 _registered_method=True)
         self.SetDefault = channel.unary_unary(
                 '/org.pytorch.serve.grpc.management.ManagementAPIsService/SetDefault',
-                request_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.SetDefaultRequest.SerializeToString,
-                response_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+                request_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.SetDefaultRequest.SerializeToString,
+                response_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
                 _registered_method=True)
         self.UnregisterModel = channel.unary_unary(
                 '/org.pytorch.serve.grpc.management.ManagementAPIsService/UnregisterModel',
-                request_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.UnregisterModelRequest.SerializeToString,
-                response_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+                request_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.UnregisterModelRequest.SerializeToString,
+                response_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
                 _registered_method=True)
 
 
@@ -112,33 +112,33 @@ def add_ManagementAPIsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'DescribeModel': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeModel,
-                    request_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.DescribeModelRequest.FromString,
-                    response_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
+                    request_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.DescribeModelRequest.FromString,
+                    response_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
-                    request_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ListModelsRequest.FromString,
-                    response_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
+                    request_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ListModelsRequest.FromString,
+                    response_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
             ),
             'RegisterModel': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterModel,
-                    request_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.RegisterModelRequest.FromString,
-                    response_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
+                    request_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.RegisterModelRequest.FromString,
+                    response_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
             ),
             'ScaleWorker': grpc.unary_unary_rpc_method_handler(
                     servicer.ScaleWorker,
-                    request_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ScaleWorkerRequest.FromString,
-                    response_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
+                    request_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ScaleWorkerRequest.FromString,
+                    response_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
             ),
             'SetDefault': grpc.unary_unary_rpc_method_handler(
                     servicer.SetDefault,
-                    request_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.SetDefaultRequest.FromString,
-                    response_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
+                    request_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.SetDefaultRequest.FromString,
+                    response_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
             ),
             'UnregisterModel': grpc.unary_unary_rpc_method_handler(
                     servicer.UnregisterModel,
-                    request_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.UnregisterModelRequest.FromString,
-                    response_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
+                    request_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.UnregisterModelRequest.FromString,
+                    response_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -166,8 +166,8 @@ class ManagementAPIsService:
             request,
             target,
             '/org.pytorch.serve.grpc.management.ManagementAPIsService/DescribeModel',
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.DescribeModelRequest.SerializeToString,
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.DescribeModelRequest.SerializeToString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -193,8 +193,8 @@ class ManagementAPIsService:
             request,
             target,
             '/org.pytorch.serve.grpc.management.ManagementAPIsService/ListModels',
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ListModelsRequest.SerializeToString,
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ListModelsRequest.SerializeToString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -220,8 +220,8 @@ class ManagementAPIsService:
             request,
             target,
             '/org.pytorch.serve.grpc.management.ManagementAPIsService/RegisterModel',
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.RegisterModelRequest.SerializeToString,
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.RegisterModelRequest.SerializeToString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -247,8 +247,8 @@ class ManagementAPIsService:
             request,
             target,
             '/org.pytorch.serve.grpc.management.ManagementAPIsService/ScaleWorker',
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ScaleWorkerRequest.SerializeToString,
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ScaleWorkerRequest.SerializeToString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -274,8 +274,8 @@ class ManagementAPIsService:
             request,
             target,
             '/org.pytorch.serve.grpc.management.ManagementAPIsService/SetDefault',
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.SetDefaultRequest.SerializeToString,
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.SetDefaultRequest.SerializeToString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -301,8 +301,8 @@ class ManagementAPIsService:
             request,
             target,
             '/org.pytorch.serve.grpc.management.ManagementAPIsService/UnregisterModel',
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.UnregisterModelRequest.SerializeToString,
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.UnregisterModelRequest.SerializeToString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_management_dot_management__pb2.ManagementResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from camserve._gen.org.pytorch.serve.grpc.inference import inference_pb2 as camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2
+from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2 as camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in camserve/_gen/org/pytorch/serve/grpc/inference/inference_pb2_grpc.py depends on'
+        + ' but the generated code in camserve_proto/org/pytorch/serve/grpc/inference/inference_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,22 +38,22 @@ class InferenceAPIsServiceStub:
         self.Ping = channel.unary_unary(
                 '/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping',
                 request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-                response_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.TorchServeHealthResponse.FromString,
+                response_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.TorchServeHealthResponse.FromString,
                 _registered_method=True)
         self.Predictions = channel.unary_unary(
                 '/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions',
-                request_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
-                response_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
+                request_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
+                response_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
                 _registered_method=True)
         self.StreamPredictions = channel.unary_stream(
                 '/org.pytorch.serve.grpc.inference.InferenceAPIsService/StreamPredictions',
-                request_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
-                response_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
+                request_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
+                response_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
                 _registered_method=True)
         self.StreamPredictions2 = channel.stream_stream(
                 '/org.pytorch.serve.grpc.inference.InferenceAPIsService/StreamPredictions2',
-                request_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
-                response_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
+                request_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
+                response_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
                 _registered_method=True)
 
 
@@ -94,22 +94,22 @@ def add_InferenceAPIsServiceServicer_to_server(servicer, server):
             'Ping': grpc.unary_unary_rpc_method_handler(
                     servicer.Ping,
                     request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                    response_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.TorchServeHealthResponse.SerializeToString,
+                    response_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.TorchServeHealthResponse.SerializeToString,
             ),
             'Predictions': grpc.unary_unary_rpc_method_handler(
                     servicer.Predictions,
-                    request_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.FromString,
-                    response_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.SerializeToString,
+                    request_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.FromString,
+                    response_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.SerializeToString,
             ),
             'StreamPredictions': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamPredictions,
-                    request_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.FromString,
-                    response_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.SerializeToString,
+                    request_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.FromString,
+                    response_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.SerializeToString,
             ),
             'StreamPredictions2': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamPredictions2,
-                    request_deserializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.FromString,
-                    response_serializer=camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.SerializeToString,
+                    request_deserializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.FromString,
+                    response_serializer=camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,7 +138,7 @@ class InferenceAPIsService:
             target,
             '/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping',
             google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.TorchServeHealthResponse.FromString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.TorchServeHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -164,8 +164,8 @@ class InferenceAPIsService:
             request,
             target,
             '/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions',
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -191,8 +191,8 @@ class InferenceAPIsService:
             request,
             target,
             '/org.pytorch.serve.grpc.inference.InferenceAPIsService/StreamPredictions',
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -218,8 +218,8 @@ class InferenceAPIsService:
             request_iterator,
             target,
             '/org.pytorch.serve.grpc.inference.InferenceAPIsService/StreamPredictions2',
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
-            camserve_dot___gen_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionsRequest.SerializeToString,
+            camserve__proto_dot_org_dot_pytorch_dot_serve_dot_grpc_dot_inference_dot_inference__pb2.PredictionResponse.FromString,
             options,
             channel_credentials,
             insecure,

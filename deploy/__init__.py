@@ -1,0 +1,1 @@
+"""Running camserve: the TorchServe configuration, the server controller (:mod:`deploy.serverctl`) and the demo."""
