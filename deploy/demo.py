@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import camserve
-from camserve import render
+import camserve.render as render
 from PIL import Image, ImageDraw, ImageFont
 
 from deploy import serverctl

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "CamserveError",
+    "DeadlineExceededError",
     "InternalError",
     "InvalidArgumentError",
     "NotFoundError",
@@ -51,6 +52,12 @@ class UnavailableError(CamserveError):
     """Transient: the worker cannot serve now (e.g. a sticky CUDA error); retrying elsewhere may succeed."""
 
     code = "UNAVAILABLE"
+
+
+class DeadlineExceededError(CamserveError):
+    """The caller's deadline passed before the work was done (the work is then not started at all)."""
+
+    code = "DEADLINE_EXCEEDED"
 
 
 class InternalError(CamserveError):

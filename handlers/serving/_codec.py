@@ -110,6 +110,7 @@ _HTTP_STATUS: Final[dict[str, int]] = {
     "NOT_FOUND": 404,
     "RESOURCE_EXHAUSTED": 413,
     "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
     "INTERNAL": 500,
 }
 # Generous per-item protobuf overheads (tags, length prefixes, numbers) for the response bound.

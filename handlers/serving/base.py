@@ -51,6 +51,7 @@ from torch import nn
 from handlers.engine import MapKey, detect_layout
 from handlers.engine.errors import (
     CamserveError,
+    DeadlineExceededError,
     InternalError,
     InvalidArgumentError,
     NotFoundError,
@@ -95,6 +96,9 @@ _log = logging.getLogger(__name__)
 ReplyKind = Literal["proto", "json", "describe"]
 
 REQUEST_KEY: Final = "request"
+#: Input key with the caller's deadline (Unix time, ms), added by the gateway (deploy/gateway.py): an item whose
+#: deadline has passed while it waited in TorchServe's queue is answered DEADLINE_EXCEEDED without being computed.
+DEADLINE_KEY: Final = "camserve-deadline-ms"
 BODY_KEYS: Final = ("body", "data")
 PROTOBUF_CONTENT_TYPES: Final = ("application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf")
 #: Messages of CUDA errors after which the CUDA context is corrupt and every later call fails too.
@@ -413,6 +417,7 @@ class ExplainHandler(ABC, Generic[EngineT]):
         try:
             if reply == "describe":
                 return Prepared(index, reply)
+            check_deadline(row)
             message = request_message(row, reply)
             if reply == "json" and self.loaded.caps.kind == "vae":
                 message.output.include_reconstruction = True  # curl users of a VAE want to see what it rebuilt
@@ -601,6 +606,27 @@ def reply_kind(index: int, row: Any, context: Any) -> ReplyKind:
     return "json"
 
 
+def check_deadline(row: Any, now: float | None = None) -> None:
+    """Raises DeadlineExceededError when the item carries a deadline (:data:`DEADLINE_KEY`) that has passed.
+
+    Its caller has gone (the gateway drops the answer), so the item is not decoded or computed: expired jobs cost
+    the worker microseconds instead of a full explanation.
+    """
+    if not isinstance(row, Mapping) or DEADLINE_KEY not in row:
+        return
+    text = _as_text(row[DEADLINE_KEY], DEADLINE_KEY)
+    try:
+        deadline_ms = float(text)
+    except ValueError as exc:
+        message = f"{DEADLINE_KEY} must be a Unix time in ms, got {text[:40]!r}"
+        raise InvalidArgumentError(message, field=DEADLINE_KEY) from exc
+    late_ms = (time.time() if now is None else now) * 1000.0 - deadline_ms
+    if late_ms > 0:
+        raise DeadlineExceededError(
+            f"the caller's deadline passed {late_ms:.0f} ms before the request left the queue; it was not computed"
+        )
+
+
 def _as_bytes(value: Any, name: str) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
@@ -644,7 +670,7 @@ def request_message(row: Any, reply: ReplyKind) -> explain_pb2.ExplainRequest:
             field="body",
         )
     body = _as_bytes(row[body_key], body_key)
-    params = {str(k): _as_text(v, str(k)) for k, v in row.items() if k != body_key}
+    params = {str(k): _as_text(v, str(k)) for k, v in row.items() if k not in (body_key, DEADLINE_KEY)}
     return request_from_rest(body, params)
 
 

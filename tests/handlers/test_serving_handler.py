@@ -17,7 +17,7 @@ from camserve_proto.camserve.v1 import explain_pb2
 from serving_helpers import MockContext, encode, gradient_rgb, png_bytes, request
 
 from handlers.engine import Explainer
-from handlers.engine.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
+from handlers.engine.errors import DeadlineExceededError, InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from handlers.serving import base
 from handlers.serving._maps import Encoded, decode_array
 from handlers.serving.base import exit_if_sticky_cuda_error, is_sticky_cuda_error
@@ -384,3 +384,36 @@ def test_no_request_state_survives_a_batch(handler: ClassifierHandler, ctx: Mock
     a, b = response(first), response(again)
     assert a.results[0].maps[0].data.encoding == explain_pb2.FLOAT16
     assert a.results[0].SerializeToString() == b.results[0].SerializeToString()
+
+
+def test_expired_items_are_answered_deadline_exceeded_without_being_computed(
+    handler: ClassifierHandler, ctx: MockContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's deadline key: a job whose caller's deadline passed in the queue costs no engine call."""
+    import time
+
+    good = grpc_row(request([png_bytes(seed=3)], methods=["gradcam"]))
+    now_ms = time.time() * 1000
+    expired = {**good, base.DEADLINE_KEY: str(int(now_ms - 50)).encode()}
+    live = {**good, base.DEADLINE_KEY: str(int(now_ms + 60_000)).encode()}
+    garbled = {**good, base.DEADLINE_KEY: b"soon"}
+    calls: list[int] = []
+    explain_group = handler.explain_group
+
+    def counted(parsed: Any, images: Sequence[Any]) -> Any:
+        calls.append(len(images))
+        return explain_group(parsed, images)
+
+    monkeypatch.setattr(handler, "explain_group", counted)
+    out = [response(b) for b in call(handler, ctx, [expired, live, garbled])]
+    assert out[0].error.code == "DEADLINE_EXCEEDED" and "not computed" in out[0].error.message
+    assert not out[1].error.code and out[1].results[0].maps
+    assert (out[2].error.code, out[2].error.field) == ("INVALID_ARGUMENT", base.DEADLINE_KEY)
+    assert calls == [1], "only the live item reached the engine"
+
+
+def test_check_deadline_reads_the_key_as_unix_ms() -> None:
+    base.check_deadline({"request": b""})  # no key: no deadline
+    base.check_deadline({base.DEADLINE_KEY: "2000"}, now=1.0)  # 1 s before a deadline of 2 s
+    with pytest.raises(DeadlineExceededError, match="1000 ms"):
+        base.check_deadline({base.DEADLINE_KEY: "2000"}, now=3.0)
