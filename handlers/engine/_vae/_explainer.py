@@ -34,6 +34,7 @@ from handlers.engine._vae._base import LATENT_TOTAL, VAEMethod, VAENeed, get_vae
 from handlers.engine._vae._regions import Region, RegionsArg, check_regions, parse_regions, region_masks
 from handlers.engine._vae._result import VAEExplanation
 from handlers.engine.errors import InvalidArgumentError
+from handlers.engine.methods import GradientRule
 
 __all__ = ["STRATEGIES", "Strategy", "VAEExplainer"]
 
@@ -283,7 +284,12 @@ class VAEExplainer(GradientRunner):
             if "latent_grad" in needs:
                 grads = _latent_grads(mu, latents, [captured[n] for n in layers], retain=bool(passes))
                 latent_grads = dict(zip(layers, grads, strict=True))
-            layer_grads, input_grads = run_passes(passes, recon.grad_fn, self._region_grads(recon, regions, replicate))
+            layer_grads: Mapping[str, Tensor] = {}
+            input_grads: Mapping[GradientRule, Tensor] = {}
+            if passes:  # the region seeds are built only when a region gradient is asked for
+                layer_grads, input_grads = run_passes(
+                    passes, recon.grad_fn, self._region_grads(recon, regions, replicate)
+                )
             with torch.no_grad():
                 activations: Mapping[str, Tensor] = captured
                 if replicate:  # every copy of an image has the same activations and latent gradients
