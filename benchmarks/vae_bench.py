@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from _timing import Contestant, measure  # beside this file
 
 from handlers.engine import VAEExplainer
-from handlers.engine._vae import random_boxes
+from model_store.locality import random_boxes
 
 Measure = Callable[[Contestant, dict[str, Contestant], int, int], tuple[float, dict[str, float]]]
 REGION_COUNTS = (1, 4, 16)

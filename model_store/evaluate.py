@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from handlers.engine import Explainer, Explanation, LocalityReport, VAEExplainer, area_locality, reduce_gradient
+from handlers.engine import Explainer, Explanation, VAEExplainer, get_method, reduce_gradient
 from model_store import data, zoo
+from model_store.locality import LocalityReport, area_locality
 from model_store.models import ShapesVAE
 
 __all__ = [
@@ -130,13 +131,12 @@ def localisation(
     """Score ``methods`` x ``layers`` on ``batch``, explaining each image's ground-truth class.
 
     Input-gradient methods (saliency, guided backprop, deconvnet) do not depend on the layer and are scored once
-    (layer ``""``); ``cam`` is scored on the explainer's automatic layer only.
+    (layer ``""``); methods that read the linear head (``cam``) are scored on the explainer's automatic layer only.
     """
     scores: dict[tuple[str, str], LocalisationScore] = {}
-    # CAM is defined only on layers that reach the logits through GAP + linear: it gets the automatic layer only
-    groups = [(tuple(m for m in methods if m != "cam"), tuple(layers))]
-    if "cam" in methods:
-        groups.append((("cam",), explainer.default_layers))
+    # The head's weights apply only on layers that reach the logits through GAP + linear: the automatic layer
+    on_head = tuple(m for m in methods if "head_weights" in get_method(m).needs)
+    groups = [(tuple(m for m in methods if m not in on_head), tuple(layers)), (on_head, explainer.default_layers)]
     for start in range(0, len(batch), batch_size):
         x = data.to_tensor(batch.images[start : start + batch_size])
         labels = [int(v) for v in batch.labels[start : start + batch_size]]
@@ -265,16 +265,16 @@ def evaluate_vae(vae: ShapesVAE, images: Tensor, batch_size: int = 100) -> tuple
 
 
 # VAE area maps (issue 4): the mass-near-region metrics of `area_saliency` (share of |grad| mass within the region
-# grown by 0/4/8/16 px, centre-of-mass distance) belong in this section, computed with the engine's VAE explainer on
-# `batch` and printed by `main` after the VAE reconstruction line.
+# grown by 0/4/8/16 px, centre-of-mass distance) come from `model_store.locality`, on the engine's VAE explainer,
+# and are printed by `main` after the VAE reconstruction line.
 
 #: Held-out images (from ``EVAL_START``) for the VAE locality metrics: 4 random 8x8 boxes each = 200 regions.
 VAE_LOCALITY_IMAGES = 50
 
 
 def vae_area_locality(vae: nn.Module, images: Tensor) -> LocalityReport:
-    """Locality of ``area_saliency`` on the first :data:`VAE_LOCALITY_IMAGES` of ``images``: the engine's
-    :func:`~handlers.engine.area_locality` with its defaults (4 random 8x8 boxes per image, box seed 0, growths
+    """Locality of ``area_saliency`` on the first :data:`VAE_LOCALITY_IMAGES` of ``images``:
+    :func:`~model_store.locality.area_locality` with its defaults (4 random 8x8 boxes per image, box seed 0, growths
     0/4/8/16 px). ``tests/engine/test_vae_shapes.py`` asserts the issue's bars on this same call."""
     return area_locality(VAEExplainer(vae), images[:VAE_LOCALITY_IMAGES])
 
@@ -310,7 +310,7 @@ def contact_sheet(
             (f"{data.SHAPE_CLASSES[labels[r]]}\npred {pred.label or pred.class_id} {pred.score:.2f}", None, None)
         ]
         for m in methods:
-            key = expl.key(m, None if m in ("saliency", "guided_backprop", "deconvnet") else layer, labels[r])
+            key = expl.key(m, layer if get_method(m).scope == "layer" else None, labels[r])
             heat = heatmap(expl, key.method, key.layer, key.target)
             hit = pointing_hit(heat, box)
             peak = divmod(int(torch.argmax(heat)), heat.shape[-1]) if hit is not None else None

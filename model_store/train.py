@@ -34,12 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from handlers.engine import VAEExplainer
 from model_store import data
+from model_store.locality import area_locality
 from model_store.models import ShapesClassifier, ShapesVAE
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "classifier_accuracy",
     "main",
     "sha256_file",
-    "vae_locality",
     "vae_mse",
 ]
 
@@ -152,44 +152,6 @@ def vae_mse(model: ShapesVAE, images: torch.Tensor, batch_size: int = 256) -> fl
     return total / max(1, images.numel())
 
 
-def vae_locality(
-    model: ShapesVAE, images: torch.Tensor, region: int = 8, grows: Sequence[int] = (0, 4, 8, 16), seed: int = 0
-) -> dict[str, float]:
-    """Plain-autograd check of area-saliency locality: one random ``region``-sized box per image.
-
-    For each image the score is the sum of the reconstruction over the box; the map is ``|d score / d x|`` summed
-    over channels. Reports the mean share of map mass inside the box grown by each of ``grows`` pixels (clipped to
-    the image) and the mean distance in pixels from the map's centre of mass to the box centre. This is the
-    training-time acceptance check only; the engine's ``area_saliency`` is what the benchmark reports.
-    """
-    model.eval()
-    n, _, h, w = images.shape
-    gen = np.random.default_rng(seed)
-    x0 = gen.integers(0, w - region + 1, n)
-    y0 = gen.integers(0, h - region + 1, n)
-    x = images.clone().requires_grad_(True)
-    recon = model(x)
-    ys = torch.arange(h)[None, :, None]
-    xs = torch.arange(w)[None, None, :]
-    tx0, ty0 = torch.as_tensor(x0)[:, None, None], torch.as_tensor(y0)[:, None, None]
-    box = (xs >= tx0) & (xs < tx0 + region) & (ys >= ty0) & (ys < ty0 + region)  # [n, h, w]
-    score = (recon * box[:, None]).sum()  # images are independent (no batch statistics), so one backward suffices
-    (grad,) = torch.autograd.grad(score, x)
-    mass = grad.abs().sum(1)  # [n, h, w]
-    total = mass.sum((1, 2)).clamp_min(1e-12)
-    out: dict[str, float] = {}
-    for g in grows:
-        grown = (xs >= tx0 - g) & (xs < tx0 + region + g) & (ys >= ty0 - g) & (ys < ty0 + region + g)
-        out[f"mass_within_{g}px"] = float(((mass * grown).sum((1, 2)) / total).mean())
-    cy = (mass * ys).sum((1, 2)) / total
-    cx = (mass * xs).sum((1, 2)) / total
-    centre_y = torch.as_tensor(y0) + (region - 1) / 2
-    centre_x = torch.as_tensor(x0) + (region - 1) / 2
-    out["com_distance_px"] = float(torch.sqrt((cy - centre_y) ** 2 + (cx - centre_x) ** 2).mean())
-    out["regions"] = float(n)
-    return out
-
-
 def _run_epochs(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -288,7 +250,8 @@ def train_vae(cfg: VAEConfig, train: data.Batch) -> tuple[ShapesVAE, dict[str, A
     train_seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     test_x = data.to_tensor(_render("test", cfg.test_size).images)
     mse = vae_mse(model, test_x)
-    locality = vae_locality(model, test_x[:200])
+    # The acceptance check of area-saliency locality: one random 8x8 box on each of the first 200 test images.
+    locality = area_locality(VAEExplainer(model), test_x[:200], regions_per_image=1).metrics()
     _log(f"vae test mse {mse:.5f} on {cfg.test_size} images; locality {locality}; trained in {train_seconds:.0f}s")
     model.eval()
     entry = {

@@ -12,7 +12,6 @@ from handlers.engine._result import CUSTOM_TARGET, Explanation, MapKey, Predicti
 from handlers.engine._vae import (
     LATENT_TOTAL,
     Box,
-    LocalityReport,
     Mask,
     Region,
     RegionsArg,
@@ -20,8 +19,8 @@ from handlers.engine._vae import (
     VAEExplanation,
     VAEMethod,
     VAEModel,
-    area_locality,
-    region_locality,
+    check_region,
+    get_vae_method,
     register_vae_method,
     vae_methods,
 )
@@ -33,7 +32,7 @@ from handlers.engine.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from handlers.engine.methods import Method, MethodContext, ModelFacts, available_methods, register_method
+from handlers.engine.methods import Method, MethodContext, ModelFacts, available_methods, get_method, register_method
 
 __all__ = [
     "CUSTOM_TARGET",
@@ -46,7 +45,6 @@ __all__ = [
     "GridLayout",
     "InternalError",
     "InvalidArgumentError",
-    "LocalityReport",
     "MapKey",
     "Mask",
     "Method",
@@ -62,12 +60,13 @@ __all__ = [
     "VAEExplanation",
     "VAEMethod",
     "VAEModel",
-    "area_locality",
     "available_methods",
+    "check_region",
     "detect_layout",
+    "get_method",
+    "get_vae_method",
     "minmax",
     "reduce_gradient",
-    "region_locality",
     "register_method",
     "register_vae_method",
     "vae_methods",

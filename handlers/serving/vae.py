@@ -17,7 +17,7 @@ from typing import Final
 import torch
 from torch import nn
 
-from handlers.engine import Box, Mask, Region, VAEExplainer, VAEExplanation
+from handlers.engine import Box, Mask, Region, VAEExplainer, VAEExplanation, get_vae_method
 from handlers.engine.errors import CamserveError, InternalError, InvalidArgumentError
 from handlers.serving._codec import Capabilities, ImageInput, ImageOutcome, MapResult, ParsedRequest, RegionSpec
 from handlers.serving._config import ServingConfig
@@ -29,8 +29,6 @@ _log = logging.getLogger(__name__)
 
 #: Methods used when the model config lists no defaults (those of them the model supports).
 FALLBACK_DEFAULT_METHODS: Final = ("area_saliency", "area_gradcam")
-#: Methods whose maps follow the encoder's latent channels instead of the image's regions.
-LATENT_METHODS: Final = ("latent_gradcam",)
 
 
 class VAEHandler(ExplainHandler[VAEExplainer]):
@@ -69,7 +67,7 @@ class VAEHandler(ExplainHandler[VAEExplainer]):
         )
         zeros = torch.zeros(1, 3, *config.input_size, device=device)
         whole: list[list[Region]] = [[Box(0, 0, config.input_size[1], config.input_size[0])]]
-        layer_methods = tuple(m for m in methods if m in ("area_gradcam", *LATENT_METHODS))
+        layer_methods = tuple(m for m in methods if get_vae_method(m).scope == "layer")
         layers = _usable_layers(explainer, explainer.candidate_layers, layer_methods, zeros, whole)
         default_layers = explainer.default_layers
         if layer_methods and (not default_layers or any(layer not in layers for layer in default_layers)):
@@ -83,8 +81,8 @@ class VAEHandler(ExplainHandler[VAEExplainer]):
         [dry] = explainer.explain(zeros, methods, regions=whole, layers=default_layers[:1] or None)
         method_shapes, layer_method_set = measure_method_shapes(dry.maps, (*default_layers, "")[0], grids)
         latents = explainer.latent_dims(config.input_size) + 1  # each channel and their mean
-        for name in LATENT_METHODS:
-            if name in method_shapes:
+        for name in methods:  # maps that follow the encoder's latent channels instead of the image's regions
+            if name in method_shapes and get_vae_method(name).rows == "latents":
                 method_shapes[name] = replace(method_shapes[name], count=latents)
         self._explainer = explainer
         return Capabilities(

@@ -14,8 +14,8 @@ import torchvision
 from torch import Tensor, nn
 
 from handlers.engine import Explainer
-from handlers.engine import _explainer as explainer_module
 from handlers.engine import _linear as linear_module
+from handlers.engine import _runner as runner_module
 from handlers.engine._hooks import walk_graph
 from handlers.engine._linear import linear_shortcuts
 
@@ -149,7 +149,7 @@ def test_explainer_maps_equal_the_native_backward(
     monkeypatch.setattr(linear_module._Reattach, "apply", lambda *a: reattached.append(1) or apply(*a))
     fast = Explainer(model, amp=amp).explain(images, **kwargs)  # type: ignore[arg-type]
     assert len(reattached) > 10  # the shortcuts were taken
-    monkeypatch.setattr(explainer_module, "linear_shortcuts", _no_shortcuts)
+    monkeypatch.setattr(runner_module, "linear_shortcuts", _no_shortcuts)
     native = Explainer(model, amp=amp).explain(images, **kwargs)  # type: ignore[arg-type]
     for f, n in zip(fast, native, strict=True):
         assert f.targets == n.targets and f.maps.keys() == n.maps.keys()

@@ -21,12 +21,10 @@ from handlers.engine import (
     ResourceExhaustedError,
     VAEExplainer,
     VAEExplanation,
-    area_locality,
     available_methods,
-    region_locality,
+    check_region,
     vae_methods,
 )
-from handlers.engine._vae import random_boxes
 
 from .conftest import Snapshot
 
@@ -331,6 +329,28 @@ def test_bad_regions_raise_naming_the_field(vae: TinyVAE, regions: object, match
 
 
 @pytest.mark.parametrize(
+    ("region", "match", "field"),
+    [
+        ((0, 0, 9, 2), r"x1=9 is out of bounds: must be in \[0, 8\]", "images[0].regions[1].x1"),
+        ((5, 0, 3, 4), "inverted: x1=3 < x0=5", "images[0].regions[1].x1"),
+        ((0, 0, 2.5, 2), "x1 must be an int", "images[0].regions[1].x1"),
+        (torch.ones(4, 4, dtype=torch.bool), r"mask shape \(4, 4\) does not match", "images[0].regions[1]"),
+        (torch.zeros(8, 8, dtype=torch.bool), "mask is empty", "images[0].regions[1]"),
+    ],
+)
+def test_check_region_is_the_explainers_rule_under_the_callers_field(region: object, match: str, field: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=match) as info:
+        check_region(region, (8, 8), "images[0].regions[1]")  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_check_region_returns_the_engine_region() -> None:
+    assert check_region((1, 2, 3, 4), (8, 8), "r") == Box(1, 2, 3, 4)
+    mask = check_region(torch.eye(8, dtype=torch.uint8), (8, 8), "r")
+    assert isinstance(mask, Mask) and torch.equal(mask.data, torch.eye(8, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
     ("kwargs", "error", "match", "field"),
     [
         ({"methods": "gradcam"}, InvalidArgumentError, "unknown VAE method 'gradcam'", "methods"),
@@ -528,41 +548,3 @@ def _layer_grad_reference_flat(net: nn.Module, x: Tensor, c: int) -> tuple[Tenso
         mu = net.head(torch.relu(a).flatten(1))[:, :3]
         (g,) = torch.autograd.grad(mu[0, c], a)
     return a.detach()[0], g[0]
-
-
-# ------------------------------------------------------------------------------------------------ locality metric
-def test_region_locality_on_hand_made_maps() -> None:
-    boxes = [Box(8, 8, 16, 16), Box(0, 0, 8, 8)]
-    inside = torch.zeros(3, 32, 32)
-    inside[1, 8:16, 8:16] = -2.0  # |g| counts, whatever the sign or channel
-    uniform = torch.ones(3, 32, 32)
-    report = region_locality(torch.stack([inside, uniform]), boxes, growths=(0, 4, 16))
-    assert report.regions == 2 and report.empty_maps == 0
-    torch.testing.assert_close(report.per_region_mass[0], torch.ones(3, dtype=torch.float64))
-    # The uniform map scores the grown box's area share: 64, 144 (clipped at the corner) and 576 of 1024 pixels.
-    torch.testing.assert_close(report.per_region_mass[1], torch.tensor([64, 144, 576], dtype=torch.float64) / 1024)
-    assert report.per_region_distance[0] == 0.0
-    assert abs(float(report.per_region_distance[1]) - (2 * 12.0**2) ** 0.5) < 1e-9  # (4, 4) to the centre (16, 16)
-    # Box 0 grown by 4 and 16: 256 and (clipped to the image) 1024 pixels.
-    assert report.uniform_mass == (64 / 1024, (256 + 144) / 2 / 1024, (1024 + 576) / 2 / 1024)
-    assert report.share(16) == report.mass[2]
-    with pytest.raises(InvalidArgumentError, match="growth 8 was not measured"):
-        report.share(8)
-    empty = region_locality(torch.zeros(1, 3, 32, 32), boxes[:1])
-    assert empty.empty_maps == 1 and empty.mass == (0.0, 0.0, 0.0, 0.0)
-    assert abs(empty.distance - (2 * 32**2) ** 0.5) < 1e-9
-
-
-def test_area_locality_places_seeded_boxes_and_scores_area_saliency(vae: TinyVAE) -> None:
-    ex = VAEExplainer(vae, input_size=(8, 8))
-    x = _x(3)
-    report = area_locality(ex, x, regions_per_image=2, box_size=3, growths=(0, 2), seed=4, chunk=2)
-    again = area_locality(ex, x, regions_per_image=2, box_size=3, growths=(0, 2), seed=4, chunk=3)
-    assert report.regions == 6
-    torch.testing.assert_close(report.per_region_mass, again.per_region_mass)  # chunking changes nothing
-    boxes = random_boxes(2, 3, (8, 8), torch.Generator().manual_seed(4))
-    [first] = ex.explain(x[:1], methods="area_saliency", regions=[boxes])
-    expected = region_locality(torch.stack([first.map("area_saliency", "", j) for j in range(2)]), boxes, (0, 2))
-    torch.testing.assert_close(report.per_region_mass[:2], expected.per_region_mass)
-    with pytest.raises(InvalidArgumentError, match="cannot place"):
-        area_locality(ex, x, box_size=9)

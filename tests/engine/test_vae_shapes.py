@@ -1,6 +1,6 @@
 """Area maps of the trained ``shapes-vae`` are local (issue 4): most |grad| mass lies near the region.
 
-The numbers come from ``model_store.evaluate.vae_area_locality`` (the engine's ``area_locality``: 4 random 8x8
+The numbers come from ``model_store.evaluate.vae_area_locality`` (``model_store.locality.area_locality``: 4 random 8x8
 boxes on each of the first 50 held-out images of the localisation benchmark, box seed 0, growths 0/4/8/16 px),
 the same call the benchmark (``python -m model_store.evaluate``) prints, so the README numbers and this test agree.
 """

@@ -44,9 +44,14 @@ def test_classifier_training_is_deterministic(tiny_train: data.Batch) -> None:
 
 def test_vae_training_is_deterministic(tiny_train: data.Batch) -> None:
     cfg = dataclasses.replace(VAEConfig(), train_size=64, val_size=8, test_size=8, epochs=1, batch_size=32)
-    v1, _ = train_vae(cfg, tiny_train)
-    v2, _ = train_vae(cfg, tiny_train)
-    assert _same(v1, v2)
+    v1, e1 = train_vae(cfg, tiny_train)
+    v2, e2 = train_vae(cfg, tiny_train)
+    assert _same(v1, v2) and e1["metrics"] == e2["metrics"]
+    # The acceptance check is model_store.locality's metric: one 8x8 box on each test image.
+    locality = e1["metrics"]["area_saliency_locality_8x8"]
+    growths = ("mass_within_0px", "mass_within_4px", "mass_within_8px", "mass_within_16px")
+    assert set(locality) == {*growths, "com_distance_px", "regions"} and locality["regions"] == cfg.test_size
+    assert all(0.0 <= locality[k] <= 1.0 for k in growths)
 
 
 def test_sha256_file(tmp_path: Path) -> None:

@@ -15,8 +15,7 @@ from handlers.engine._vae._base import (
     vae_methods,
 )
 from handlers.engine._vae._explainer import STRATEGIES, Strategy, VAEExplainer
-from handlers.engine._vae._locality import LocalityReport, area_locality, random_boxes, region_locality
-from handlers.engine._vae._regions import Box, Mask, Region, RegionLike, RegionsArg
+from handlers.engine._vae._regions import Box, Mask, Region, RegionLike, RegionsArg, check_region
 from handlers.engine._vae._result import VAEExplanation
 from handlers.engine._vae.area_gradcam import AreaGradCam
 from handlers.engine._vae.area_guided import AreaGuided
@@ -32,7 +31,6 @@ __all__ = [
     "Box",
     "DecodeFn",
     "EncodeFn",
-    "LocalityReport",
     "Mask",
     "Region",
     "RegionLike",
@@ -44,10 +42,8 @@ __all__ = [
     "VAEMethod",
     "VAEModel",
     "VAENeed",
-    "area_locality",
+    "check_region",
     "get_vae_method",
-    "random_boxes",
-    "region_locality",
     "register_vae_method",
     "vae_methods",
 ]

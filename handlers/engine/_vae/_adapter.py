@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from handlers.engine._grid import detect_layout
 from handlers.engine._hooks import capture_outputs, frozen_eval
 from handlers.engine._layers import input_channels
+from handlers.engine._runner import module_device, module_dtype
 from handlers.engine.errors import InvalidArgumentError
 
 __all__ = ["DecodeFn", "EncodeFn", "VAEAdapter", "VAEModel", "VAEProbe"]
@@ -108,16 +109,12 @@ class VAEAdapter:
     @property
     def device(self) -> torch.device:
         """Where the model's parameters (or buffers) live."""
-        for p in self.module.parameters():
-            return p.device
-        for b in self.module.buffers():
-            return b.device
-        return torch.device("cpu")
+        return module_device(self.module)
 
     @property
     def dtype(self) -> torch.dtype:
         """The floating dtype of the model's parameters (float32 if it has none)."""
-        return next((p.dtype for p in self.module.parameters() if p.is_floating_point()), torch.float32)
+        return module_dtype(self.module, torch.float32)
 
     def probe(self, input_size: tuple[int, int]) -> VAEProbe:
         """Run (once per size, cached) one no-grad pass on a seeded random input to learn sizes and layers.

@@ -8,8 +8,6 @@ batched is the ``strategy`` (see :data:`Strategy`; ``benchmarks/vae_bench.py`` m
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Literal, TypeGuard
@@ -17,21 +15,30 @@ from typing import Literal, TypeGuard
 import torch
 from torch import Tensor, nn
 
-from handlers.engine._grid import GridLayout, layouts_of
-from handlers.engine._hooks import capture_outputs, frozen_eval, relu_rule
+from handlers.engine._context import BatchContext
+from handlers.engine._grid import layouts_of
+from handlers.engine._hooks import capture_outputs
 from handlers.engine._layers import resolve_layers
-from handlers.engine._linear import linear_shortcuts
 from handlers.engine._result import MapKey
+from handlers.engine._runner import (
+    GradFn,
+    GradientRunner,
+    gradient_rows,
+    gradients,
+    input_rules,
+    plan_passes,
+    run_passes,
+)
 from handlers.engine._vae._adapter import DecodeFn, EncodeFn, VAEAdapter, VAEProbe
 from handlers.engine._vae._base import LATENT_TOTAL, VAEMethod, VAENeed, get_vae_method, vae_methods
 from handlers.engine._vae._regions import Region, RegionsArg, check_regions, parse_regions, region_masks
 from handlers.engine._vae._result import VAEExplanation
-from handlers.engine.errors import InvalidArgumentError, ResourceExhaustedError
-from handlers.engine.methods import GradientRule, get_method
+from handlers.engine.errors import InvalidArgumentError
+from handlers.engine.methods import GradientRule
 
 __all__ = ["STRATEGIES", "Strategy", "VAEExplainer"]
 
-_log = logging.getLogger(__name__)
+_OFF_PATH = "a requested layer does not influence mu or the reconstruction"
 
 #: How the backward passes of ``R`` regions per image are batched:
 #:
@@ -54,59 +61,7 @@ def _is_strategy(v: object) -> TypeGuard[Strategy]:
     return v in STRATEGIES
 
 
-class _Context:
-    """The :class:`~handlers.engine._vae._base.VAEContext` (and classifier ``MethodContext``) of one batch."""
-
-    def __init__(
-        self,
-        input_size: tuple[int, int],
-        latents: tuple[int, ...],
-        activations: Mapping[str, Tensor],
-        layouts: Mapping[str, GridLayout],
-        layer_grads: Mapping[str, Tensor],
-        input_grads: Mapping[GradientRule, Tensor],
-        latent_grads: Mapping[str, Tensor],
-    ) -> None:
-        self._input_size = input_size
-        self._latents = latents
-        self._activations = activations
-        self._layouts = layouts
-        self._layer_grads = layer_grads
-        self._input_grads = input_grads
-        self._latent_grads = latent_grads
-        self._results: dict[tuple[str, str], Tensor] = {}
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self._input_size
-
-    @property
-    def latents(self) -> tuple[int, ...]:
-        return self._latents
-
-    def activation(self, layer: str) -> Tensor:
-        return self._layouts[layer].to_grid(self._activations[layer].detach()).float()
-
-    def layer_gradient(self, layer: str) -> Tensor:
-        return self._layouts[layer].to_grid(self._layer_grads[layer]).float()
-
-    def input_gradient(self, rule: GradientRule) -> Tensor:
-        return self._input_grads[rule].float()
-
-    def latent_gradient(self, layer: str) -> Tensor:
-        return self._layouts[layer].to_grid(self._latent_grads[layer]).float()
-
-    def head_weights(self, layer: str) -> Tensor:
-        raise InvalidArgumentError("a VAE has no classification head; cam does not apply", field="methods")
-
-    def result(self, method: str, layer: str) -> Tensor:
-        key = (method, layer)
-        if key not in self._results:
-            self._results[key] = get_method(method).compute(self, layer)
-        return self._results[key]
-
-
-class VAEExplainer:
+class VAEExplainer(GradientRunner):
     """Area maps and latent attention for a VAE, from one forward pass per batch.
 
     The model is used as given (already on its device) and left exactly as found after every call, including calls
@@ -143,6 +98,7 @@ class VAEExplainer:
         strategy: Strategy = "batched",
         max_rows: int | None = 8,
     ) -> None:
+        super().__init__(model, default_dtype=torch.float32)
         self._adapter = VAEAdapter(model, encode, decode)
         if not _is_strategy(strategy):
             raise InvalidArgumentError(f"strategy must be one of {STRATEGIES}, got {strategy!r}", field="strategy")
@@ -159,16 +115,6 @@ class VAEExplainer:
             raise InvalidArgumentError("layers is empty; pass None for the automatic choice", field="layers")
 
     # ----------------------------------------------------------------------------------------------- properties
-    @property
-    def model(self) -> nn.Module:
-        """The explained model."""
-        return self._adapter.module
-
-    @property
-    def device(self) -> torch.device:
-        """The model's device (where inputs go and maps stay)."""
-        return self._adapter.device
-
     @property
     def strategy(self) -> Strategy:
         """How region backward passes are batched."""
@@ -238,7 +184,7 @@ class VAEExplainer:
             ResourceExhaustedError: The device ran out of memory even for a single image.
         """
         x = self._check_images(images)
-        chosen = self._check_methods(methods)
+        chosen = self._check_methods(methods, get_vae_method)
         batch = int(x.shape[0])
         input_hw = (int(x.shape[2]), int(x.shape[3]))
         needs_regions = any(m.rows == "regions" for m in chosen)
@@ -262,41 +208,15 @@ class VAEExplainer:
         noise = None
         if sample_seed is not None:
             noise = torch.randn((batch, *probe.latent_shape), generator=torch.Generator().manual_seed(sample_seed))
-        return self._explain_splitting(x, chosen, names, parsed, wanted, noise)
+        return self._split_on_oom(
+            lambda part: self._run(
+                x[part], chosen, names, parsed[part], wanted, None if noise is None else noise[part]
+            ),
+            batch,
+            "VAE batch",
+        )
 
     # ----------------------------------------------------------------------------------------------- validation
-    def _parse_layers(self, layers: str | Sequence[str]) -> tuple[str, ...]:
-        names = (layers,) if isinstance(layers, str) else tuple(layers)
-        return tuple(resolve_layers(self._adapter.module, names))
-
-    def _check_images(self, images: Tensor) -> Tensor:
-        if not isinstance(images, Tensor):
-            raise InvalidArgumentError(f"images must be a tensor, got {type(images).__name__}", field="images")
-        if images.ndim != 4:
-            raise InvalidArgumentError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}", field="images")
-        if not images.is_floating_point():
-            raise InvalidArgumentError(f"images must be floating point, got {images.dtype}", field="images")
-        if images.shape[0] < 1 or images.shape[2] < 1 or images.shape[3] < 1:
-            raise InvalidArgumentError(f"images is empty: shape {tuple(images.shape)}", field="images")
-        if images.shape[1] != self._adapter.in_channels:
-            raise InvalidArgumentError(
-                f"images have {images.shape[1]} channels, the model expects {self._adapter.in_channels}",
-                field="images",
-            )
-        if not bool(torch.isfinite(images).all()):
-            raise InvalidArgumentError("images contain NaN or infinite values", field="images")
-        return images.to(device=self.device, dtype=self._adapter.dtype)
-
-    @staticmethod
-    def _check_methods(methods: str | Sequence[str]) -> list[VAEMethod]:
-        names = (methods,) if isinstance(methods, str) else tuple(methods)
-        chosen: dict[str, VAEMethod] = {}
-        for name in names:
-            if not isinstance(name, str):
-                raise InvalidArgumentError(f"method names must be strings, got {name!r}", field="methods")
-            chosen.setdefault(name, get_vae_method(name))
-        return list(chosen.values())
-
     @staticmethod
     def _check_latents(latents: Sequence[int] | None, probe: VAEProbe) -> tuple[int, ...]:
         dims = probe.latent_shape[0]
@@ -316,33 +236,6 @@ class VAEExplainer:
         return tuple(int(c) for c in latents)
 
     # ----------------------------------------------------------------------------------------------- running
-    def _explain_splitting(
-        self,
-        x: Tensor,
-        methods: list[VAEMethod],
-        layers: tuple[str, ...],
-        regions: tuple[tuple[Region, ...], ...],
-        latents: tuple[int, ...],
-        noise: Tensor | None,
-    ) -> list[VAEExplanation]:
-        """Run a batch; on device out-of-memory, retry its halves (down to single images)."""
-        try:
-            return self._run(x, methods, layers, regions, latents, noise)
-        except torch.OutOfMemoryError:
-            pass  # retried below, outside the handler so the failed attempt's tensors are freed first
-        batch = int(x.shape[0])
-        if batch == 1:
-            raise ResourceExhaustedError("the device ran out of memory explaining a single image")
-        if x.device.type == "cuda":
-            torch.cuda.empty_cache()
-        half = batch // 2
-        _log.warning("out of memory on a VAE batch of %d; retrying as %d + %d", batch, half, batch - half)
-        return self._explain_splitting(
-            x[:half], methods, layers, regions[:half], latents, None if noise is None else noise[:half]
-        ) + self._explain_splitting(
-            x[half:], methods, layers, regions[half:], latents, None if noise is None else noise[half:]
-        )
-
     def _run(
         self,
         images: Tensor,
@@ -354,8 +247,7 @@ class VAEExplainer:
     ) -> list[VAEExplanation]:
         """One batch: forward with hooks, the needed backward passes, the methods, the per-image results."""
         needs: set[VAENeed] = set().union(*(m.needs for m in methods)) if methods else set()
-        rule_of: dict[VAENeed, GradientRule] = {"input_grad": "plain", "guided_grad": "guided"}
-        rules = [rule for need, rule in rule_of.items() if need in needs]
+        rules = input_rules(needs)
         region_grads = bool(rules) or "layer_grad" in needs
         batch = int(images.shape[0])
         input_hw = (int(images.shape[2]), int(images.shape[3]))
@@ -369,16 +261,8 @@ class VAEExplainer:
         # Row of each image's first copy (its reconstruction and activations), and each row's region slot.
         offsets = [sum(counts[:i]) for i in range(batch)] if replicate else list(range(batch))
         first = torch.tensor(offsets, device=device)
-        modules = resolve_layers(self._adapter.module, layers) if layers else {}
-        grad_enabled = region_grads or "latent_grad" in needs
-        with (
-            frozen_eval(self._adapter.module),
-            torch.inference_mode(False),
-            torch.enable_grad() if grad_enabled else torch.no_grad(),
-            linear_shortcuts(self._adapter.module),
-        ):
-            # A fresh tensor: never an inference tensor, never the caller's autograd history.
-            x = images.clone() if images.is_inference() else images.detach()
+        modules = resolve_layers(self._model, layers) if layers else {}
+        with self._batch_scope(images, region_grads or "latent_grad" in needs) as x:
             if replicate:
                 x = x[rows]
             if rules:
@@ -395,85 +279,60 @@ class VAEExplainer:
                     )
                 z = mu + torch.exp(0.5 * logvar) * noise.to(device=mu.device, dtype=mu.dtype)[rows]
             recon = self._adapter.decode(z)
-            layer_grads, input_grads, latent_grads = self._backward(
-                x, mu, recon, captured, layers, needs, rules, regions, latents, replicate
-            )
+            latent_grads: Mapping[str, Tensor] = {}
+            passes = plan_passes(x, captured, layers, needs)
+            if "latent_grad" in needs:
+                grads = _latent_grads(mu, latents, [captured[n] for n in layers], retain=bool(passes))
+                latent_grads = dict(zip(layers, grads, strict=True))
+            layer_grads: Mapping[str, Tensor] = {}
+            input_grads: Mapping[GradientRule, Tensor] = {}
+            if passes:  # the region seeds are built only when a region gradient is asked for
+                layer_grads, input_grads = run_passes(
+                    passes, recon.grad_fn, self._region_grads(recon, regions, replicate)
+                )
             with torch.no_grad():
                 activations: Mapping[str, Tensor] = captured
                 if replicate:  # every copy of an image has the same activations and latent gradients
                     activations = {name: captured[name][first] for name in layers}
                     latent_grads = {name: g[:, first] for name, g in latent_grads.items()}
-                ctx = _Context(input_hw, latents, activations, layouts, layer_grads, input_grads, latent_grads)
-                results: dict[tuple[str, str], Tensor] = {}
-                for m in methods:
-                    for layer in layers if m.scope == "layer" else ("",):
-                        results[(m.name, layer)] = m.compute(ctx, layer)
+                ctx = BatchContext(
+                    input_hw, activations, layouts, layer_grads, input_grads, latents=latents, latent_grads=latent_grads
+                )
+                results = ctx.maps(methods, layers)
                 reconstructions = recon.detach()[first].float()
         return self._assemble(methods, results, regions, latents, reconstructions, input_hw)
 
-    def _backward(
-        self,
-        x: Tensor,
-        mu: Tensor,
-        recon: Tensor,
-        captured: Mapping[str, Tensor],
-        layers: tuple[str, ...],
-        needs: set[VAENeed],
-        rules: list[GradientRule],
-        regions: tuple[tuple[Region, ...], ...],
-        latents: tuple[int, ...],
-        replicate: bool,
-    ) -> tuple[dict[str, Tensor], dict[GradientRule, Tensor], dict[str, Tensor]]:
-        """All backward passes of a call: latents (if asked), then one per gradient rule for the regions."""
-        layer_grads: dict[str, Tensor] = {}
-        input_grads: dict[GradientRule, Tensor] = {}
-        latent_grads: dict[str, Tensor] = {}
-        plain: list[tuple[str, Tensor]] = []
-        if "input_grad" in needs:
-            plain.append(("", x))
-        if "layer_grad" in needs:
-            plain.extend((name, captured[name]) for name in layers)
-        passes: list[tuple[GradientRule, list[tuple[str, Tensor]]]] = []
-        if plain:
-            passes.append(("plain", plain))
-        passes.extend((rule, [("", x)]) for rule in rules if rule != "plain")
-        if "latent_grad" in needs:
-            grads = _latent_grads(mu, latents, [captured[n] for n in layers], retain=bool(passes))
-            latent_grads = dict(zip(layers, grads, strict=True))
-        if not passes:
-            return layer_grads, input_grads, latent_grads
+    def _region_grads(self, recon: Tensor, regions: tuple[tuple[Region, ...], ...], replicate: bool) -> GradFn:
+        """Gradients of every region score, ``[k, B, ...]`` (region slot, image; zeros past an image's last region).
+
+        ``replicate``: one row per (image, region) copy, each seeded with its own mask, in one plain backward;
+        otherwise ``k = max(R)`` stacked seeds over the images, vmapped in groups of :meth:`_group_size` slots.
+        """
         counts = [len(r) for r in regions]
         batch = len(counts)
         size = (int(recon.shape[2]), int(recon.shape[3]))
         masks = [region_masks(r, size, dtype=recon.dtype, device=recon.device) for r in regions]
         k = max(counts)
-        for i, (rule, inputs) in enumerate(passes):
-            retain = i < len(passes) - 1
-            tensors = [t for _, t in inputs]
-            with contextlib.nullcontext() if rule == "plain" else relu_rule(recon.grad_fn, "guided"):
-                if replicate:
-                    seeds = torch.cat(masks).expand(-1, recon.shape[1], -1, -1)
-                    grads = [_unreplicate(g, counts, k) for g in _grad(recon, tensors, seeds, retain)]
-                else:
-                    seeds = torch.zeros((k, batch, *recon.shape[1:]), dtype=recon.dtype, device=recon.device)
-                    for b, m in enumerate(masks):
-                        seeds[: counts[b], b] = m
-                    group = self._group_size(k, batch)
-                    parts: list[list[Tensor]] = []
-                    for start in range(0, k, group):
-                        chunk = seeds[start : start + group]
-                        keep = retain or start + group < k
-                        if chunk.shape[0] == 1:
-                            parts.append([g.unsqueeze(0) for g in _grad(recon, tensors, chunk[0], keep)])
-                        else:
-                            parts.append(_grad(recon, tensors, chunk, keep, batched=True))
-                    grads = [torch.cat(gs) for gs in zip(*parts, strict=True)]
-            for (name, _), g in zip(inputs, grads, strict=True):
-                if name:
-                    layer_grads[name] = g
-                else:
-                    input_grads[rule] = g
-        return layer_grads, input_grads, latent_grads
+        if replicate:
+            rows = torch.cat(masks).expand(-1, recon.shape[1], -1, -1)
+
+            def replicated(inputs: list[Tensor], retain: bool) -> list[Tensor]:
+                return [_unreplicate(g, counts, k) for g in gradients(recon, inputs, rows, retain, _OFF_PATH)]
+
+            return replicated
+        seeds = torch.zeros((k, batch, *recon.shape[1:]), dtype=recon.dtype, device=recon.device)
+        for b, m in enumerate(masks):
+            seeds[: counts[b], b] = m
+        group = self._group_size(k, batch)
+
+        def grouped(inputs: list[Tensor], retain: bool) -> list[Tensor]:
+            parts = [
+                gradient_rows(recon, inputs, seeds[start : start + group], retain or start + group < k, _OFF_PATH)
+                for start in range(0, k, group)
+            ]
+            return [torch.cat(gs) for gs in zip(*parts, strict=True)]
+
+        return grouped
 
     def _group_size(self, k: int, batch: int) -> int:
         """Region slots per backward call: ``loop`` 1; ``batched`` as many as keep ``slots * batch <= max_rows``."""
@@ -516,20 +375,6 @@ class VAEExplainer:
         return out
 
 
-def _grad(output: Tensor, inputs: list[Tensor], seeds: Tensor, retain: bool, batched: bool = False) -> list[Tensor]:
-    """``d <seeds, output> / d inputs`` in one autograd call (``batched``: one result row per leading seed row)."""
-    for t in inputs:
-        if not t.requires_grad:
-            raise InvalidArgumentError("a requested layer does not depend on the input", field="layers")
-    if not output.requires_grad:  # only possible when the one requested layer is off the path (a logvar head)
-        raise InvalidArgumentError("a requested layer does not influence mu or the reconstruction", field="layers")
-    grads = torch.autograd.grad(output, inputs, seeds, retain_graph=retain, allow_unused=True, is_grads_batched=batched)
-    out = [g for g in grads if g is not None]
-    if len(out) != len(inputs):
-        raise InvalidArgumentError("a requested layer does not influence mu or the reconstruction", field="layers")
-    return out
-
-
 def _unreplicate(g: Tensor, counts: list[int], k: int) -> Tensor:
     """Rows ``[sum(R), ...]`` of a replicated batch -> ``[k, B, ...]`` (region slot, image), zeros past ``R_b``."""
     out = g.new_zeros((k, len(counts), *g.shape[1:]))
@@ -545,6 +390,4 @@ def _latent_grads(mu: Tensor, latents: tuple[int, ...], layers: list[Tensor], re
     seeds = torch.zeros((len(latents), *mu.shape), dtype=mu.dtype, device=mu.device)
     for row, c in enumerate(latents):
         seeds[row, :, c] = 1
-    if len(latents) == 1:
-        return [g.unsqueeze(0) for g in _grad(mu, layers, seeds[0], retain)]
-    return _grad(mu, layers, seeds, retain, batched=True)
+    return gradient_rows(mu, layers, seeds, retain, _OFF_PATH)

@@ -3,7 +3,8 @@
 A region's score is the sum of the reconstruction over its pixels and over all channels, so a region is fully
 described by a binary ``[H, W]`` mask; a box is the common, compact case. Validation happens in two steps: the
 *structure* (types, one entry per image, no empty lists) before any work, and the *geometry* (bounds, mask shape)
-against the reconstruction size, which the explainer knows before its forward pass.
+against the reconstruction size, which the explainer knows before its forward pass. This module is the one owner of
+these rules and their messages: the server checks each region it decodes with :func:`check_region` too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ from torch import Tensor
 
 from handlers.engine.errors import InvalidArgumentError
 
-__all__ = ["Box", "Mask", "Region", "RegionLike", "RegionsArg", "check_regions", "parse_regions", "region_masks"]
+__all__ = [
+    "Box",
+    "Mask",
+    "Region",
+    "RegionLike",
+    "RegionsArg",
+    "check_region",
+    "check_regions",
+    "parse_regions",
+    "region_masks",
+]
 
 
 def _is_int(v: object) -> TypeGuard[int]:
@@ -159,6 +170,22 @@ def parse_regions(regions: RegionsArg | None, batch: int) -> tuple[tuple[Region,
     return tuple(out)
 
 
+def check_region(region: RegionLike, size: tuple[int, int], field: str) -> Region:
+    """One region, structure and bounds, against a reconstruction of ``size = (H, W)``.
+
+    Args:
+        region: A :class:`Box`, ``(x0, y0, x1, y1)`` ints, a :class:`Mask` or an ``[H, W]`` bool (or 0/1) tensor.
+        size: The reconstruction ``(H, W)``.
+        field: Where the region is in the caller's request; errors name it (and the coordinate: ``field.x1``).
+
+    Raises:
+        InvalidArgumentError: A malformed, inverted, empty or out-of-bounds box, or an empty or misshaped mask.
+    """
+    checked = _structure(region, field)
+    _check_geometry(checked, size, field)
+    return checked
+
+
 def check_regions(regions: Sequence[Sequence[Region]], size: tuple[int, int]) -> None:
     """Check every region against the reconstruction size ``(H, W)``.
 
@@ -166,29 +193,32 @@ def check_regions(regions: Sequence[Sequence[Region]], size: tuple[int, int]) ->
         InvalidArgumentError: A box coordinate outside ``[0, W]`` / ``[0, H]`` (field names the coordinate), or a
             mask whose shape is not ``(H, W)``.
     """
-    height, width = size
     for i, per_image in enumerate(regions):
         for j, region in enumerate(per_image):
-            field = f"regions[{i}][{j}]"
-            if isinstance(region, Mask):
-                if tuple(region.data.shape) != (height, width):
-                    raise InvalidArgumentError(
-                        f"mask shape {tuple(region.data.shape)} does not match the reconstruction ({height}, {width})",
-                        field=field,
-                    )
-                continue
-            for name, value, limit in (
-                ("x0", region.x0, width),
-                ("y0", region.y0, height),
-                ("x1", region.x1, width),
-                ("y1", region.y1, height),
-            ):
-                if not 0 <= value <= limit:
-                    axis = "width" if name[0] == "x" else "height"
-                    raise InvalidArgumentError(
-                        f"box {name}={value} is out of bounds: must be in [0, {limit}] (reconstruction {axis})",
-                        field=f"{field}.{name}",
-                    )
+            _check_geometry(region, size, f"regions[{i}][{j}]")
+
+
+def _check_geometry(region: Region, size: tuple[int, int], field: str) -> None:
+    height, width = size
+    if isinstance(region, Mask):
+        if tuple(region.data.shape) != (height, width):
+            raise InvalidArgumentError(
+                f"mask shape {tuple(region.data.shape)} does not match the reconstruction ({height}, {width})",
+                field=field,
+            )
+        return
+    for name, value, limit in (
+        ("x0", region.x0, width),
+        ("y0", region.y0, height),
+        ("x1", region.x1, width),
+        ("y1", region.y1, height),
+    ):
+        if not 0 <= value <= limit:
+            axis = "width" if name[0] == "x" else "height"
+            raise InvalidArgumentError(
+                f"box {name}={value} is out of bounds: must be in [0, {limit}] (reconstruction {axis})",
+                field=f"{field}.{name}",
+            )
 
 
 def region_masks(

@@ -32,8 +32,9 @@ M = TypeVar("M")
 
 #: Quantities a method can ask for. ``activation``: the layer output as a grid; ``layer_grad``: d score / d layer
 #: output (the shared CAM backward); ``input_grad``/``guided_grad``/``deconv_grad``: d score / d input under the
-#: normal, guided-backprop or deconvnet ReLU rule.
-Need = Literal["activation", "layer_grad", "input_grad", "guided_grad", "deconv_grad"]
+#: normal, guided-backprop or deconvnet ReLU rule; ``head_weights``: the linear head's weight rows per target (only
+#: on layers that reach the logits through global average pooling + that head, and only for class targets).
+Need = Literal["activation", "layer_grad", "input_grad", "guided_grad", "deconv_grad", "head_weights"]
 #: ``layer`` methods give one map per requested layer; ``input`` methods one map at the input (layer ``""``).
 Scope = Literal["layer", "input"]
 GradientRule = Literal["plain", "guided", "deconv"]

@@ -20,7 +20,7 @@ class Cam(Method):
 
     name = "cam"
     scope: ClassVar[Scope] = "layer"
-    needs: ClassVar[frozenset[Need]] = frozenset({"activation"})
+    needs: ClassVar[frozenset[Need]] = frozenset({"activation", "head_weights"})
 
     def applicable(self, facts: ModelFacts) -> bool:
         return bool(facts.default_layers) and all(layer in facts.gap_linear_layers for layer in facts.default_layers)

@@ -1,8 +1,10 @@
-"""Locality of area maps: how much of a region's input-gradient mass lies near the region.
+"""Locality of VAE area maps: how much of a region's input-gradient mass lies near the region.
 
 For a convolutional VAE, rebuilding a small patch should draw mostly on the input around it. This module is the one
-place that measures it: the unit tests on the trained ``shapes-vae`` and the localisation benchmark
-(``python -m model_store.evaluate``) both call :func:`area_locality`, so the README numbers come from this code.
+place that measures it: training's acceptance check (``model_store.train``), the localisation benchmark
+(``python -m model_store.evaluate``) and the tests on the trained ``shapes-vae`` all call :func:`area_locality`, so
+the manifest's and the README's numbers come from this code. It is evaluation code on top of the engine, not part of
+the engine's API.
 
 Definitions, for an input-gradient map ``g`` ``[C, H, W]`` of box region ``R``:
 
@@ -24,9 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from handlers.engine._vae._explainer import VAEExplainer
-from handlers.engine._vae._regions import Box
-from handlers.engine.errors import InvalidArgumentError
+from handlers.engine import Box, InvalidArgumentError, VAEExplainer
 
 __all__ = ["LocalityReport", "area_locality", "random_boxes", "region_locality"]
 
@@ -66,6 +66,13 @@ class LocalityReport:
         if growth not in self.growths:
             raise InvalidArgumentError(f"growth {growth} was not measured; have {self.growths}", field="growth")
         return self.mass[self.growths.index(growth)]
+
+    def metrics(self) -> dict[str, float]:
+        """The means as flat named numbers (the manifest's ``area_saliency_locality_8x8`` entry)."""
+        out = {f"mass_within_{d}px": m for d, m in zip(self.growths, self.mass, strict=True)}
+        out["com_distance_px"] = self.distance
+        out["regions"] = float(self.regions)
+        return out
 
     def lines(self) -> list[str]:
         """Human-readable summary lines (used by the benchmark and the README)."""
