@@ -1,4 +1,8 @@
-"""Request validation with precise field paths, REST parameter parsing, response sizing and encoding (no engine)."""
+"""Request validation with precise field paths, REST parameter parsing, response sizing and encoding (no engine).
+
+Covers ``_parse``, ``_rest``, ``_sizing`` and ``_encode``; results are the engine's own :class:`Explanation` type,
+filled with random maps of the planned shapes.
+"""
 
 from __future__ import annotations
 
@@ -14,28 +18,17 @@ from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image
 from serving_helpers import png_bytes, request
 
+from handlers.engine import Explanation, MapKey, Prediction
 from handlers.engine.errors import CamserveError, InternalError, InvalidArgumentError, ResourceExhaustedError
-from handlers.serving._codec import (
-    Capabilities,
-    ImageFailure,
-    ImageInput,
-    ImageOutcome,
-    MapResult,
-    MethodShape,
-    ParsedRequest,
-    PredictionResult,
-    Timing,
-    check_response_size,
-    encode_json,
-    encode_response,
-    error_message,
-    parse_request,
-    request_from_rest,
-    response_size_bound,
-)
+from handlers.preprocess import Preprocessor
+from handlers.serving import _parse
 from handlers.serving._config import Limits
-from handlers.serving._images import Preprocessor
+from handlers.serving._encode import encode_response, error_message
 from handlers.serving._maps import Encoded, decode_array
+from handlers.serving._parse import parse_request
+from handlers.serving._rest import encode_json, request_from_rest
+from handlers.serving._sizing import check_response_size, response_size_bound
+from handlers.serving._types import Capabilities, ImageFailure, ImageInput, MethodShape, ParsedRequest, Timing
 
 LIMITS = Limits(max_images=4, max_top_k=2, max_regions=3, max_image_bytes=100_000, max_pixels=10_000)
 PRE = Preprocessor((8, 8), 8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -186,16 +179,14 @@ def test_one_bad_image_does_not_fail_the_others() -> None:
 
 
 def test_an_unexpected_error_in_one_image_is_internal_for_that_image_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from handlers.serving import _codec
-
-    real = _codec.decode_image
+    real = _parse.decode_image
 
     def flaky(data: bytes, **kwargs: object) -> Image.Image:
         if data == b"boom":
             raise TypeError("bug details")
         return real(data, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_codec, "decode_image", flaky)
+    monkeypatch.setattr(_parse, "decode_image", flaky)
     parsed = parse(request([GOOD, b"boom"]))
     assert isinstance(parsed.images[0], ImageInput)
     err = image_error(request([GOOD, b"boom"]), 1)
@@ -302,19 +293,20 @@ def test_rest_parameter_errors(params: dict[str, str], field: str) -> None:
 # ---- sizing and encoding
 
 
-def fake_outcome(parsed: ParsedRequest, image: ImageInput, caps: Capabilities, seed: int = 0) -> ImageOutcome:
+def fake_outcome(parsed: ParsedRequest, image: ImageInput, caps: Capabilities, seed: int = 0) -> Explanation:
     """What the engine would return: random maps of the planned native shapes, targets as the request says."""
     gen = torch.Generator().manual_seed(seed)
     targets = image.target.class_ids or tuple(range(image.target.top_k or 1))
-    maps = [
-        MapResult(method, layer, t, torch.rand(caps.map_shape(method, layer), generator=gen))
+    keys = [
+        MapKey(method, layer, t)
         for method in parsed.methods
         for layer in (parsed.layers if method in caps.layer_methods else ("",))
         for t in targets
     ]
-    maps.reverse()  # the encoder orders maps by request order, whatever order they come in
-    preds = tuple(PredictionResult(i, 1 / 3, 0.5, label) for i, label in enumerate(caps.labels or ()))
-    return ImageOutcome(preds[: parsed.output.top_predictions], tuple(maps), tuple(targets))
+    keys.reverse()  # the encoder orders maps by request order, whatever order they come in
+    maps = {key: torch.rand(caps.map_shape(key.method, key.layer), generator=gen) for key in keys}
+    preds = tuple(Prediction(i, 1 / 3, 0.5, label) for i, label in enumerate(caps.labels or ()))
+    return Explanation(preds[: parsed.output.top_predictions], tuple(targets), maps, caps.input_size)
 
 
 @pytest.mark.parametrize("encoding", [0, explain_pb2.FLOAT32, explain_pb2.UINT8, explain_pb2.PNG])
@@ -360,15 +352,15 @@ def test_float16_maps_round_trip_through_the_response() -> None:
     response = encode_response(
         parsed, {0: outcome}, caps, model_name="", model_version="", versions={}, timing=Timing()
     )
-    for sent, got in zip(
-        sorted(outcome.maps, key=lambda m: m.method),
+    for (_, sent), got in zip(
+        sorted(outcome.maps.items(), key=lambda item: item[0].method),
         sorted(response.results[0].maps, key=lambda m: m.method),
         strict=True,
     ):
         tensor = got.data
         assert tensor.encoding == explain_pb2.FLOAT16
         back = decode_array(Encoded(tuple(tensor.shape), "FLOAT16", tensor.data))
-        np.testing.assert_allclose(back, sent.values.numpy(), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(back, sent.numpy(), rtol=1e-3, atol=1e-4)
 
 
 def test_group_error_reaches_only_its_images() -> None:
@@ -409,9 +401,7 @@ def test_rest_json_is_readable() -> None:
     parsed = parse(request_from_rest(GOOD, {"methods": "gradcam,saliency"}), caps)
     [image] = parsed.valid_images
     outcome = fake_outcome(parsed, image, caps)
-    status, body = encode_json(
-        parsed, {0: outcome}, caps, model_name="m", model_version="1", timing=Timing(batch_size=2)
-    )
+    status, body = encode_json(parsed, {0: outcome}, model_name="m", model_version="1", timing=Timing(batch_size=2))
     assert status == 200
     assert len(body) <= response_size_bound(parsed, caps, as_json=True)
     doc = json.loads(body)
@@ -423,7 +413,7 @@ def test_rest_json_is_readable() -> None:
     }
     gradcam, saliency = doc["maps"]
     assert (gradcam["method"], gradcam["layer"], gradcam["shape"]) == ("gradcam", "layer4", [2, 2])
-    expected = next(m for m in outcome.maps if m.method == "gradcam").values
+    expected = outcome.map("gradcam")
     np.testing.assert_allclose(np.array(gradcam["values"]), expected.numpy(), rtol=1e-3)
     assert saliency["shape"] == [3, 8, 8] and np.array(saliency["values"]).shape == (3, 8, 8)  # 192 values: listed
     with Image.open(io.BytesIO(base64.b64decode(saliency["png"]))) as png:
@@ -435,6 +425,6 @@ def test_rest_json_is_readable() -> None:
 def test_rest_json_errors_carry_http_status() -> None:
     caps = classifier_caps()
     parsed = parse(request_from_rest(b"junk", {}), caps)
-    status, body = encode_json(parsed, {}, caps, model_name="m", model_version="", timing=Timing())
+    status, body = encode_json(parsed, {}, model_name="m", model_version="", timing=Timing())
     assert status == 400
     assert json.loads(body)["error"]["field"] == "body"

@@ -1,7 +1,7 @@
 """The classifier handler end to end with a mock TorchServe context: batching, isolation, REST, describe, errors.
 
 The model is a real torchvision ResNet-18 with random weights (nothing downloads) at a 64x64 input, built through
-``model_store.zoo`` as an archive would build it.
+``model_store.zoo`` (the provider an archive's entry file passes) as an archive would build it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from serving_helpers import MockContext, encode, gradient_rgb, png_bytes, reques
 
 from handlers.engine import Explainer
 from handlers.engine.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
-from handlers.serving import base
+from handlers.serving import _health
+from handlers.serving._health import exit_if_sticky_cuda_error, is_sticky_cuda_error
 from handlers.serving._maps import Encoded, decode_array
-from handlers.serving.base import exit_if_sticky_cuda_error, is_sticky_cuda_error
 from handlers.serving.classifier import ClassifierHandler
+from model_store.provider import zoo_model
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
@@ -45,7 +46,7 @@ def config(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def handler() -> Iterator[ClassifierHandler]:
     torch.manual_seed(0)
-    h = ClassifierHandler()
+    h = ClassifierHandler(zoo_model)
     h.handle(None, MockContext(config(), gpu_id=0))
     yield h
 
@@ -128,7 +129,7 @@ def test_initialize_reads_config_and_falls_back_to_cpu(handler: ClassifierHandle
     ],
 )
 def test_bad_config_fails_at_load(overrides: dict[str, Any], error: type[Exception], field: str, tmp_path: Any) -> None:
-    h = ClassifierHandler()
+    h = ClassifierHandler(zoo_model)
     with pytest.raises(error) as err:
         h.handle(None, MockContext(config(**overrides), model_dir=str(tmp_path)))
     assert getattr(err.value, "field", None) == field
@@ -136,7 +137,7 @@ def test_bad_config_fails_at_load(overrides: dict[str, Any], error: type[Excepti
 
 
 def test_entry_file_initialises_on_handle_none(monkeypatch: pytest.MonkeyPatch, handler: ClassifierHandler) -> None:
-    from handlers.serving import entry_classifier
+    from model_store import entry_classifier
 
     monkeypatch.setattr(entry_classifier, "_handler", handler)
     assert entry_classifier.handle(None, MockContext(config())) is None
@@ -271,14 +272,14 @@ def test_sticky_cuda_errors_exit_the_worker(
     handler: ClassifierHandler, ctx: MockContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exits: list[int] = []
-    monkeypatch.setattr(base.os, "_exit", exits.append)
+    monkeypatch.setattr(_health.os, "_exit", exits.append)
 
     def poisoned(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(handler.explainer, "explain", poisoned)
     [body] = call(handler, ctx, [grpc_row(request([png_bytes()]))])
-    assert exits == [base.STICKY_EXIT_STATUS]
+    assert exits == [_health.STICKY_EXIT_STATUS]
     assert response(body).results[0].error.code == "UNAVAILABLE"
 
 

@@ -2,7 +2,7 @@
 
 The model is a small ``model_store.models.ShapesVAE`` with random weights, shipped as an archive would ship it: a
 weights file plus its ``manifest.json`` in the model directory, named by ``camserve.weights``, and built through
-``model_store.zoo`` with the checksum check. Nothing depends on the trained weights.
+``model_store.zoo`` (the archive entry file's provider) with the checksum check. Nothing depends on the trained weights.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ from serving_helpers import MockContext, encode, gradient_rgb, png_bytes, reques
 from handlers.engine import LATENT_TOTAL, Box, Mask, VAEExplainer
 from handlers.engine.errors import InvalidArgumentError
 from handlers.serving import VAEHandler
-from handlers.serving._codec import response_size_bound
 from handlers.serving._maps import Encoded, decode_array
+from handlers.serving._parse import parse_message
+from handlers.serving._sizing import response_size_bound
+from model_store.manifest import MANIFEST_NAME, sha256_file
 from model_store.models import ShapesVAE
-from model_store.train import MANIFEST_NAME, sha256_file
+from model_store.provider import zoo_model
 
 WEIGHTS = "shapes-vae.pt"
 LATENT_CHANNELS = 6
@@ -67,7 +69,7 @@ def config(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def handler(model_dir: Path) -> Iterator[VAEHandler]:
-    h = VAEHandler()
+    h = VAEHandler(zoo_model)
     h.handle(None, MockContext(config(), model_dir=str(model_dir), gpu_id=0))
     yield h
 
@@ -157,7 +159,7 @@ def test_the_archive_config_loads(model_dir: Path) -> None:
     from model_store import archive
 
     shipped = archive.load_config("shapes-vae", overrides={"camserve": {"weights": WEIGHTS}})
-    h = VAEHandler()
+    h = VAEHandler(zoo_model)
     h.handle(None, MockContext(shipped, model_dir=str(model_dir)))
     caps = h.loaded.caps
     assert caps.default_methods == ("area_saliency", "area_gradcam") and caps.default_layers == ("encoder",)
@@ -176,7 +178,7 @@ def test_the_archive_config_loads(model_dir: Path) -> None:
     ],
 )
 def test_bad_config_fails_at_load(overrides: dict[str, Any], field: str, model_dir: Path) -> None:
-    h = VAEHandler()
+    h = VAEHandler(zoo_model)
     with pytest.raises(InvalidArgumentError) as err:
         h.handle(None, MockContext(config(**overrides), model_dir=str(model_dir)))
     assert err.value.field == field
@@ -186,7 +188,7 @@ def test_bad_config_fails_at_load(overrides: dict[str, Any], field: str, model_d
 def test_entry_file_initialises_on_handle_none(
     monkeypatch: pytest.MonkeyPatch, handler: VAEHandler, model_dir: Path
 ) -> None:
-    from handlers.serving import entry_vae
+    from model_store import entry_vae
 
     monkeypatch.setattr(entry_vae, "_handler", handler)
     assert entry_vae.handle(None, MockContext(config(), model_dir=str(model_dir))) is None
@@ -455,8 +457,6 @@ def test_size_bound_covers_the_encoded_response(handler: VAEHandler, ctx: MockCo
     got = response(body)
     assert not got.HasField("error") and all(not r.HasField("error") for r in got.results)
     assert len(got.results[0].maps) == 2 * 4 + 2 * (LATENT_CHANNELS + 1) + 4
-    from handlers.serving._codec import parse_message
-
     bound = response_size_bound(parse_message(msg, caps, handler.loaded.preprocessor), caps)
     assert len(body) <= bound < 2 * len(body)
 
