@@ -1,10 +1,5 @@
-"""TorchServe entry file of vae archives (``torch-model-archiver --handler entry_vae.py``).
-
-Thin on purpose: the archive carries only this file; the code lives in the installed ``handlers`` and
-``model_store`` packages, so a fix to either never needs an archive rebuilt. This is where the two meet: the
-server's :class:`~handlers.serving.VAEHandler` gets the zoo as its model provider. TorchServe calls
-``handle(None, context)`` once to initialise the worker, then ``handle(batch, context)`` for every batch.
-"""
+"""TorchServe entry file of VAE archives: the server's :class:`~handlers.serving.VAEHandler` with the zoo as its model
+provider, exactly as ``entry_classifier.py`` does for classifiers (read there why it is thin)."""
 
 from typing import Any
 

@@ -15,7 +15,7 @@ import torch
 
 from handlers.engine.errors import CamserveError
 from handlers.preprocess import Geometry
-from handlers.serving._config import Limits
+from handlers.serving._config import Kind, Limits
 from handlers.serving._maps import EncodingName
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "Capabilities",
     "ImageFailure",
     "ImageInput",
-    "Kind",
     "MethodShape",
     "OutputSpec",
     "ParsedRequest",
@@ -33,7 +32,6 @@ __all__ = [
     "Timing",
 ]
 
-Kind = Literal["classifier", "vae"]
 Resolution = Literal["NATIVE", "INPUT"]
 
 DEFAULT_TOP_PREDICTIONS: Final = 5
