@@ -62,14 +62,8 @@ ENTRY_MODULES: Mapping[str, str] = {
 }
 """The handler entry file per model kind, as an importable module of the installed camserve-server package."""
 
-# TorchServe's own model-config keys we set, with the types it expects.
-_WORKER_KEYS: Mapping[str, type] = {
-    "minWorkers": int,
-    "maxWorkers": int,
-    "batchSize": int,
-    "maxBatchDelay": int,
-    "responseTimeout": int,
-}
+# TorchServe's own model-config keys we set; TorchServe expects integers for all of them.
+_WORKER_KEYS: tuple[str, ...] = ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # what TorchServe accepts as a model name
 
 # Defaults for generated (--arch) configs: the same worker settings and limits as the committed configs.
@@ -153,9 +147,9 @@ def _validate(config: Mapping[str, Any], *, source: str) -> None:
     """
     from handlers.serving import parse_config
 
-    for key, kind in _WORKER_KEYS.items():
+    for key in _WORKER_KEYS:
         value = config.get(key)
-        if isinstance(value, bool) or not isinstance(value, kind) or value < (0 if key == "maxBatchDelay" else 1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "maxBatchDelay" else 1):
             raise InvalidArgumentError(f"{source}: {key} must be a positive integer, got {value!r}", field=key)
     if config["minWorkers"] > config["maxWorkers"]:
         raise InvalidArgumentError(f"{source}: minWorkers > maxWorkers", field="minWorkers")

@@ -109,6 +109,10 @@ class ExplainHandler(ABC, Generic[EngineT]):
 
     Subclasses implement :meth:`load_engine` (construct the engine, describe the model as :class:`Capabilities`),
     :meth:`group_key` (which images may share one engine call) and :meth:`explain_group` (one engine call).
+
+    Args:
+        provider: Builds the configured model once per worker (the archive's entry file passes it; see
+            :class:`~handlers.serving.ModelProvider`).
     """
 
     kind: str = ""
