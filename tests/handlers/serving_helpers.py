@@ -18,8 +18,10 @@ from PIL import Image
 
 from handlers.preprocess import Preprocessor
 from handlers.serving._config import Limits
+from handlers.serving._maps import Encoded, decode_array
 from handlers.serving._parse import parse_request
 from handlers.serving._types import Capabilities, MethodShape, ParsedRequest
+from handlers.serving.base import ExplainHandler
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **save_args: Any) -> bytes:
@@ -166,3 +168,45 @@ def parse(msg: explain_pb2.ExplainRequest, caps: Capabilities | None = None) -> 
 
 
 GOOD = png_bytes(8, 8)
+
+# ---- calling a handler and reading its answers
+
+
+def call(
+    handler: ExplainHandler[Any], ctx: MockContext, rows: Sequence[dict[str, Any]], headers: Sequence[Any] = ()
+) -> list[bytes]:
+    """One ``handle`` call with a batch of ``rows`` (per-item ``headers`` optional); one answer per row."""
+    ctx.set_batch(list(headers) or [None] * len(rows))
+    out = handler.handle(list(rows), ctx)
+    assert out is not None and len(out) == len(rows)
+    return out
+
+
+def grpc_row(msg: explain_pb2.ExplainRequest) -> dict[str, Any]:
+    """A batch item as a gRPC ``Predictions`` call delivers it."""
+    return {"request": msg.SerializeToString()}
+
+
+def response(body: bytes) -> explain_pb2.ExplainResponse:
+    """An answer's ``ExplainResponse``."""
+    return explain_pb2.ExplainResponse.FromString(body)
+
+
+def as_array(tensor: explain_pb2.Tensor) -> np.ndarray:
+    """A FLOAT16 / FLOAT32 ``Tensor`` as a numpy array (its scale applied)."""
+    names = {explain_pb2.FLOAT16: "FLOAT16", explain_pb2.FLOAT32: "FLOAT32"}
+    encoded = Encoded(tuple(tensor.shape), names[tensor.encoding], tensor.data, scale=tensor.scale or 1.0)  # type: ignore[arg-type]
+    return decode_array(encoded)
+
+
+def decoded_maps(result: explain_pb2.ImageResult) -> dict[tuple[str, str, int], np.ndarray]:
+    """An image result's maps by (method, layer, target)."""
+    return {(m.method, m.layer, m.target): as_array(m.data) for m in result.maps}
+
+
+def assert_maps_close(a: dict[Any, np.ndarray], b: dict[Any, np.ndarray]) -> None:
+    """Same keys in the same order, values equal up to float16 rounding relative to each map's peak."""
+    assert list(a) == list(b)
+    for key, values in a.items():
+        scale = float(np.abs(values).max()) or 1.0
+        np.testing.assert_allclose(values, b[key], atol=2e-3 * scale, err_msg=str(key))

@@ -14,13 +14,23 @@ import numpy as np
 import pytest
 import torch
 from camserve_proto.camserve.v1 import explain_pb2
-from serving_helpers import MockContext, encode, gradient_rgb, png_bytes, request
+from serving_helpers import (
+    MockContext,
+    assert_maps_close,
+    call,
+    decoded_maps,
+    encode,
+    gradient_rgb,
+    grpc_row,
+    png_bytes,
+    request,
+    response,
+)
 
 from handlers.engine import Explainer
 from handlers.engine.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from handlers.serving import _health
 from handlers.serving._health import exit_if_sticky_cuda_error, is_sticky_cuda_error
-from handlers.serving._maps import Encoded, decode_array
 from handlers.serving.classifier import ClassifierHandler
 from model_store.provider import zoo_model
 
@@ -56,42 +66,10 @@ def ctx() -> MockContext:
     return MockContext(config(), gpu_id=0)
 
 
-def call(
-    handler: ClassifierHandler, ctx: MockContext, rows: Sequence[dict[str, Any]], headers: Sequence[Any] = ()
-) -> list[bytes]:
-    ctx.set_batch(list(headers) or [None] * len(rows))
-    out = handler.handle(list(rows), ctx)
-    assert out is not None and len(out) == len(rows)
-    return out
-
-
-def grpc_row(msg: explain_pb2.ExplainRequest) -> dict[str, Any]:
-    return {"request": msg.SerializeToString()}
-
-
-def response(body: bytes) -> explain_pb2.ExplainResponse:
-    return explain_pb2.ExplainResponse.FromString(body)
-
-
-def decoded_maps(result: explain_pb2.ImageResult) -> dict[tuple[str, str, int], np.ndarray]:
-    return {
-        (m.method, m.layer, m.target): decode_array(
-            Encoded(
-                tuple(m.data.shape), "FLOAT16" if m.data.encoding == explain_pb2.FLOAT16 else "FLOAT32", m.data.data
-            )
-        )
-        for m in result.maps
-    }
-
-
 def assert_same_result(a: explain_pb2.ImageResult, b: explain_pb2.ImageResult) -> None:
     assert [p.class_id for p in a.predictions] == [p.class_id for p in b.predictions]
     np.testing.assert_allclose([p.score for p in a.predictions], [p.score for p in b.predictions], rtol=1e-4)
-    maps_a, maps_b = decoded_maps(a), decoded_maps(b)
-    assert list(maps_a) == list(maps_b)
-    for key, values in maps_a.items():
-        scale = float(np.abs(values).max()) or 1.0
-        np.testing.assert_allclose(values, maps_b[key], atol=2e-3 * scale, err_msg=str(key))
+    assert_maps_close(decoded_maps(a), decoded_maps(b))
 
 
 def three_requests() -> list[explain_pb2.ExplainRequest]:
