@@ -55,7 +55,7 @@ class MethodShape:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What the loaded model offers; the codec validates requests against it and sizes responses with it.
+    """What the loaded model offers; the parser validates requests against it, the response bound sizes answers with it.
 
     Attributes:
         kind: ``"classifier"`` or ``"vae"``.

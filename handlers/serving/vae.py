@@ -1,7 +1,7 @@
 """The VAE handler: area maps for regions of the reconstruction (and latent attention) from ``handlers.engine``.
 
 A VAE answers "which input pixels was this part of the reconstruction rebuilt from?". Each image carries its
-regions (``Image.regions``, else ``ExplainRequest.regions``, else the whole reconstruction), validated by the codec
+regions (``Image.regions``, else ``ExplainRequest.regions``, else the whole reconstruction), validated by ``_parse``
 with the field at fault. Maps are keyed by (method, layer, region index): ``Map.target`` is the region's index in
 the image's regions, except for ``latent_gradcam``, which explains the encoder and not a region (``target`` = the
 latent channel, ``-1`` = the mean over channels, :data:`handlers.engine.LATENT_TOTAL`).
