@@ -7,12 +7,12 @@
     python -m model_store.archive list
     (all build forms take --out DIR; default model_store/archives/)
 
-An archive holds three things only: the thin handler entry file (``handlers/serving/entry_classifier.py`` or
-``entry_vae.py``, which import the installed ``handlers`` package), the model-config YAML (TorchServe's worker and
-batching keys plus the ``camserve`` section the handler reads) and, for ``torchvision:<arch>`` models, the user's
-weights file. Weights that come with an installed package (the committed shapes weights, the EfficientNet-Lite0
-package) stay there. Nothing is downloaded. Archives use the ``default`` (zip) format and are written atomically,
-so a running server never sees half a file.
+An archive holds three things only: the thin handler entry file (``model_store/entry_classifier.py`` or
+``entry_vae.py``, which construct the installed ``handlers`` package's handler with the zoo as its model provider),
+the model-config YAML (TorchServe's worker and batching keys plus the ``camserve`` section the handler reads) and,
+for ``torchvision:<arch>`` models, the user's weights file. Weights that come with an installed package (the
+committed shapes weights, the EfficientNet-Lite0 package) stay there. Nothing is downloaded. Archives use the
+``default`` (zip) format and are written atomically, so a running server never sees half a file.
 
 For ``--arch`` the model config is generated: kind ``classifier``, model ``torchvision:<arch>``, preprocessing and
 the ImageNet labels from torchvision's metadata (through ``model_store.zoo.info``), and the weights are checked to
@@ -57,19 +57,13 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "archives"
 """Where archives go by default (git-ignored)."""
 
 ENTRY_MODULES: Mapping[str, str] = {
-    "classifier": "handlers.serving.entry_classifier",
-    "vae": "handlers.serving.entry_vae",
+    "classifier": "model_store.entry_classifier",
+    "vae": "model_store.entry_vae",
 }
-"""The handler entry file per model kind, as an importable module of the installed ``handlers`` package."""
+"""The handler entry file per model kind, as an importable module of the installed camserve-server package."""
 
-# TorchServe's own model-config keys we set, with the types it expects.
-_WORKER_KEYS: Mapping[str, type] = {
-    "minWorkers": int,
-    "maxWorkers": int,
-    "batchSize": int,
-    "maxBatchDelay": int,
-    "responseTimeout": int,
-}
+# TorchServe's own model-config keys we set; TorchServe expects integers for all of them.
+_WORKER_KEYS: tuple[str, ...] = ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # what TorchServe accepts as a model name
 
 # Defaults for generated (--arch) configs: the same worker settings and limits as the committed configs.
@@ -153,9 +147,9 @@ def _validate(config: Mapping[str, Any], *, source: str) -> None:
     """
     from handlers.serving import parse_config
 
-    for key, kind in _WORKER_KEYS.items():
+    for key in _WORKER_KEYS:
         value = config.get(key)
-        if isinstance(value, bool) or not isinstance(value, kind) or value < (0 if key == "maxBatchDelay" else 1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "maxBatchDelay" else 1):
             raise InvalidArgumentError(f"{source}: {key} must be a positive integer, got {value!r}", field=key)
     if config["minWorkers"] > config["maxWorkers"]:
         raise InvalidArgumentError(f"{source}: minWorkers > maxWorkers", field="minWorkers")

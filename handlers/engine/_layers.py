@@ -11,7 +11,7 @@ the class token through attention.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,12 +60,14 @@ class ProbeResult:
 
     Attributes:
         candidates: Layers whose output is a spatial grid, in forward (completion) order.
+        grids: ``(h, w)`` of each candidate's grid at the probed input size.
         automatic: The automatically chosen layer.
         head: Name of the final ``nn.Linear`` producing the logits, if any.
         gap_linear_layers: Candidates whose global average is exactly ``head``'s input (GAP + linear models).
     """
 
     candidates: tuple[str, ...]
+    grids: Mapping[str, tuple[int, int]]
     automatic: str
     head: str | None
     gap_linear_layers: frozenset[str]
@@ -124,6 +126,7 @@ def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
         last_seen = {n: i for i, n in enumerate(order)}
         ordered = sorted(last_seen, key=last_seen.__getitem__)
         grids: dict[str, Tensor] = {}
+        sizes: dict[str, tuple[int, int]] = {}
         for name in ordered:
             t = captured.get(name)
             if t is None or not t.is_floating_point():
@@ -131,6 +134,7 @@ def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
             layout = detect_layout(tuple(t.shape[1:]), input_size)
             if layout is not None and layout.height * layout.width > 1:
                 grids[name] = t
+                sizes[name] = (layout.height, layout.width)
         if not grids:
             raise InvalidArgumentError(f"no layer keeps a spatial grid at input size {input_size}")
         # A random projection of the output; plus one of the head's input, so that a zero-initialised head
@@ -161,4 +165,4 @@ def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
                         layout = detect_layout(tuple(t.shape[1:]), input_size)
                         if layout is not None and _is_gap_of(layout.to_grid(t), head_input):
                             gap.add(name)
-    return ProbeResult(tuple(grids), automatic, head, frozenset(gap))
+    return ProbeResult(tuple(grids), sizes, automatic, head, frozenset(gap))

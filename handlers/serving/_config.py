@@ -50,13 +50,14 @@ class ServingConfig:
 
     Attributes:
         kind: ``"classifier"`` or ``"vae"``.
-        model: A ``model_store.zoo`` spec, e.g. ``"shapes-classifier"`` or ``"torchvision:resnet50"``.
-        weights: A file name inside the archive (``torchvision:<arch>`` archives) or ``None`` for the zoo default.
+        model: The spec the archive's model provider builds; for camserve's archives a ``model_store.zoo`` spec, e.g.
+            ``"shapes-classifier"`` or ``"torchvision:resnet50"``.
+        weights: A file name inside the archive (``torchvision:<arch>`` archives) or ``None`` for the model's own.
         input_size: Model input ``(H, W)``.
         resize: Shorter side before the centre crop; at least ``max(input_size)``.
         mean: Normalisation mean per RGB channel (inputs scaled to ``[0, 1]`` first).
         std: Normalisation standard deviation per channel, each > 0.
-        labels: Class labels by id, or ``None`` to take them from ``zoo.info``.
+        labels: Class labels by id, or ``None`` to take them from the model provider.
         default_methods: Methods used when a request names none; empty means the engine's applicable methods.
         default_layers: Layers used when a request names none; empty means the engine's automatic choice.
         limits: Per-request limits.

@@ -2,7 +2,7 @@
 
 The bounds are what lets the handler refuse an oversized response *before* any work is done: for every encoding the
 encoded size of an array of a given shape is known exactly (float and uint8) or bounded from above (PNG: a stored,
-uncompressed zlib stream is the worst case). Protobuf-free: the codec copies the results into ``Tensor`` messages.
+uncompressed zlib stream is the worst case). Protobuf-free: ``_encode`` copies the results into ``Tensor`` messages.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The VAE handler: area maps for regions of the reconstruction (and latent attention) from ``handlers.engine``.
 
 A VAE answers "which input pixels was this part of the reconstruction rebuilt from?". Each image carries its
-regions (``Image.regions``, else ``ExplainRequest.regions``, else the whole reconstruction), validated by the codec
+regions (``Image.regions``, else ``ExplainRequest.regions``, else the whole reconstruction), validated by ``_parse``
 with the field at fault. Maps are keyed by (method, layer, region index): ``Map.target`` is the region's index in
 the image's regions, except for ``latent_gradcam``, which explains the encoder and not a region (``target`` = the
 latent channel, ``-1`` = the mean over channels, :data:`handlers.engine.LATENT_TOTAL`).
@@ -19,9 +19,10 @@ from torch import nn
 
 from handlers.engine import Box, Mask, Region, VAEExplainer, VAEExplanation, get_vae_method
 from handlers.engine.errors import CamserveError, InternalError, InvalidArgumentError
-from handlers.serving._codec import Capabilities, ImageInput, ImageOutcome, MapResult, ParsedRequest, RegionSpec
 from handlers.serving._config import ServingConfig
-from handlers.serving.base import ExplainHandler, measure_method_shapes, probe_layers
+from handlers.serving._facts import default_methods, layer_grids, measure_method_shapes
+from handlers.serving._types import Capabilities, ImageInput, ParsedRequest, RegionSpec
+from handlers.serving.base import ExplainHandler
 
 __all__ = ["VAEHandler"]
 
@@ -36,7 +37,9 @@ class VAEHandler(ExplainHandler[VAEExplainer]):
 
     kind = "vae"
 
-    def load_engine(self, model: nn.Module, config: ServingConfig, device: torch.device) -> Capabilities:
+    def load_engine(
+        self, model: nn.Module, labels: tuple[str, ...] | None, config: ServingConfig, device: torch.device
+    ) -> Capabilities:
         """Builds the :class:`VAEExplainer`, keeps the encoder layers every layer method can use, measures map sizes.
 
         Raises:
@@ -56,15 +59,7 @@ class VAEHandler(ExplainHandler[VAEExplainer]):
                 field="camserve.input_size",
             )
         methods = explainer.methods
-        unknown = [m for m in config.default_methods if m not in methods]
-        if unknown:
-            raise InvalidArgumentError(
-                f"model config camserve.default_methods has {unknown}, not applicable here; available: {methods}",
-                field="camserve.default_methods",
-            )
-        default_methods = config.default_methods or (
-            tuple(m for m in FALLBACK_DEFAULT_METHODS if m in methods) or methods[:1]
-        )
+        defaults = default_methods(config.default_methods, methods, FALLBACK_DEFAULT_METHODS)
         zeros = torch.zeros(1, 3, *config.input_size, device=device)
         whole: list[list[Region]] = [[Box(0, 0, config.input_size[1], config.input_size[0])]]
         layer_methods = tuple(m for m in methods if get_vae_method(m).scope == "layer")
@@ -76,7 +71,7 @@ class VAEHandler(ExplainHandler[VAEExplainer]):
                 f"{list(layers)}",
                 field="camserve.default_layers",
             )
-        grids, _ = probe_layers(model, tuple(dict.fromkeys((*layers, *default_layers))), config.input_size, device)
+        grids = layer_grids(explainer.layer_grids, (*layers, *default_layers), config.input_size)
         # One dry run on zeros: the shape of every method's map (and a warm-up of the whole path).
         [dry] = explainer.explain(zeros, methods, regions=whole, layers=default_layers[:1] or None)
         method_shapes, layer_method_set = measure_method_shapes(dry.maps, (*default_layers, "")[0], grids)
@@ -88,7 +83,7 @@ class VAEHandler(ExplainHandler[VAEExplainer]):
         return Capabilities(
             kind="vae",
             methods=methods,
-            default_methods=default_methods,
+            default_methods=defaults,
             layers=layers,
             default_layers=default_layers,
             layer_methods=layer_method_set,
@@ -104,12 +99,11 @@ class VAEHandler(ExplainHandler[VAEExplainer]):
         """Same methods and layers; regions are per image (any count and kind) within one engine call."""
         return (parsed.methods, parsed.layers)
 
-    def explain_group(self, parsed: ParsedRequest, images: Sequence[ImageInput]) -> list[ImageOutcome]:
+    def explain_group(self, parsed: ParsedRequest, images: Sequence[ImageInput]) -> Sequence[VAEExplanation]:
         """One engine call for the group, with each image's own regions (the reconstruction is always returned)."""
         batch = torch.stack([image.pixels for image in images]).to(self.loaded.device)
         regions = [[_engine_region(r) for r in image.regions] for image in images]
-        results = self.explainer.explain(batch, parsed.methods, regions=regions, layers=parsed.layers or None)
-        return [_outcome(result) for result in results]
+        return self.explainer.explain(batch, parsed.methods, regions=regions, layers=parsed.layers or None)
 
 
 def _usable_layers(
@@ -141,15 +135,3 @@ def _engine_region(region: RegionSpec) -> Region:
     if region.mask is not None:
         return Mask(region.mask)
     raise InternalError("a validated region has neither a box nor a mask")
-
-
-def _outcome(result: VAEExplanation) -> ImageOutcome:
-    maps = tuple(
-        MapResult(key.method, key.layer, int(key.target), values.detach().to("cpu", torch.float32))
-        for key, values in result.maps.items()
-    )
-    return ImageOutcome(
-        maps=maps,
-        targets=tuple(int(t) for t in result.targets),
-        reconstruction=result.reconstruction.detach().to("cpu", torch.float32),
-    )

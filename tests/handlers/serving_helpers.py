@@ -1,4 +1,5 @@
-"""Builders shared by the serving-handler tests: encoded images of every awkward kind, requests and a mock context.
+"""Builders shared by the serving-handler tests: encoded images of every awkward kind, requests, a mock context, and
+small hand-written model capabilities for the parser and encoder tests (no engine).
 
 Imported as a top-level module (pytest prepends this folder to ``sys.path``); named to avoid clashing with other test
 folders' helpers.
@@ -8,11 +9,19 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image
+
+from handlers.preprocess import Preprocessor
+from handlers.serving._config import Limits
+from handlers.serving._maps import Encoded, decode_array
+from handlers.serving._parse import parse_request
+from handlers.serving._types import Capabilities, MethodShape, ParsedRequest
+from handlers.serving.base import ExplainHandler
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **save_args: Any) -> bytes:
@@ -110,3 +119,94 @@ class MockContext:
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         self.request_processor[idx].report_status(code, phrase)
+
+
+# ---- hand-written capabilities for the parser and encoder tests
+
+#: Limits and preprocessing of the hand-written capabilities below (8x8 inputs).
+LIMITS = Limits(max_images=4, max_top_k=2, max_regions=3, max_image_bytes=100_000, max_pixels=10_000)
+PRE = Preprocessor((8, 8), 8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def classifier_caps(**overrides: object) -> Capabilities:
+    caps = Capabilities(
+        kind="classifier",
+        methods=("saliency", "gradcam", "guided_gradcam"),
+        default_methods=("gradcam",),
+        layers=("layer3", "layer4"),
+        default_layers=("layer4",),
+        layer_methods=frozenset({"gradcam", "guided_gradcam"}),
+        layer_grids={"layer3": (4, 4), "layer4": (2, 2)},
+        method_shapes={
+            "saliency": MethodShape(False, (3, 8, 8)),
+            "gradcam": MethodShape(True),
+            "guided_gradcam": MethodShape(False, (3, 8, 8)),
+        },
+        labels=("cat", "dog", "car"),
+        num_classes=3,
+        input_size=(8, 8),
+        limits=LIMITS,
+    )
+    return replace(caps, **overrides)  # type: ignore[arg-type]
+
+
+def vae_caps() -> Capabilities:
+    return replace(
+        classifier_caps(),
+        kind="vae",
+        methods=("area_saliency", "area_gradcam"),
+        default_methods=("area_saliency",),
+        layer_methods=frozenset({"area_gradcam"}),
+        method_shapes={"area_saliency": MethodShape(False, (3, 8, 8)), "area_gradcam": MethodShape(True)},
+        labels=None,
+        num_classes=0,
+    )
+
+
+def parse(msg: explain_pb2.ExplainRequest, caps: Capabilities | None = None) -> ParsedRequest:
+    return parse_request(msg.SerializeToString(), caps or classifier_caps(), PRE)
+
+
+GOOD = png_bytes(8, 8)
+
+# ---- calling a handler and reading its answers
+
+
+def call(
+    handler: ExplainHandler[Any], ctx: MockContext, rows: Sequence[dict[str, Any]], headers: Sequence[Any] = ()
+) -> list[bytes]:
+    """One ``handle`` call with a batch of ``rows`` (per-item ``headers`` optional); one answer per row."""
+    ctx.set_batch(list(headers) or [None] * len(rows))
+    out = handler.handle(list(rows), ctx)
+    assert out is not None and len(out) == len(rows)
+    return out
+
+
+def grpc_row(msg: explain_pb2.ExplainRequest) -> dict[str, Any]:
+    """A batch item as a gRPC ``Predictions`` call delivers it."""
+    return {"request": msg.SerializeToString()}
+
+
+def response(body: bytes) -> explain_pb2.ExplainResponse:
+    """An answer's ``ExplainResponse``."""
+    return explain_pb2.ExplainResponse.FromString(body)
+
+
+def as_array(tensor: explain_pb2.Tensor) -> np.ndarray:
+    """A FLOAT16 / FLOAT32 ``Tensor`` as a numpy array (its scale applied)."""
+    names = {explain_pb2.FLOAT16: "FLOAT16", explain_pb2.FLOAT32: "FLOAT32"}
+    encoded = Encoded(tuple(tensor.shape), names[tensor.encoding], tensor.data, scale=tensor.scale or 1.0)  # type: ignore[arg-type]
+    return decode_array(encoded)
+
+
+def decoded_maps(result: explain_pb2.ImageResult) -> dict[tuple[str, str, int], np.ndarray]:
+    """An image result's maps by (method, layer, target)."""
+    return {(m.method, m.layer, m.target): as_array(m.data) for m in result.maps}
+
+
+def assert_maps_close(a: dict[Any, np.ndarray], b: dict[Any, np.ndarray]) -> None:
+    """Same keys in the same order, values equal up to float16 rounding relative to each map's peak."""
+    assert list(a) == list(b)
+    for key, values in a.items():
+        scale = float(np.abs(values).max()) or 1.0
+        np.testing.assert_allclose(values, b[key], atol=2e-3 * scale, err_msg=str(key))

@@ -1,7 +1,7 @@
 """The classifier handler end to end with a mock TorchServe context: batching, isolation, REST, describe, errors.
 
 The model is a real torchvision ResNet-18 with random weights (nothing downloads) at a 64x64 input, built through
-``model_store.zoo`` as an archive would build it.
+``model_store.zoo`` (the provider an archive's entry file passes) as an archive would build it.
 """
 
 from __future__ import annotations
@@ -14,14 +14,25 @@ import numpy as np
 import pytest
 import torch
 from camserve_proto.camserve.v1 import explain_pb2
-from serving_helpers import MockContext, encode, gradient_rgb, png_bytes, request
+from serving_helpers import (
+    MockContext,
+    assert_maps_close,
+    call,
+    decoded_maps,
+    encode,
+    gradient_rgb,
+    grpc_row,
+    png_bytes,
+    request,
+    response,
+)
 
 from handlers.engine import Explainer
 from handlers.engine.errors import DeadlineExceededError, InvalidArgumentError, NotFoundError, ResourceExhaustedError
-from handlers.serving import base
-from handlers.serving._maps import Encoded, decode_array
-from handlers.serving.base import exit_if_sticky_cuda_error, is_sticky_cuda_error
+from handlers.serving import _health, _routing
+from handlers.serving._health import exit_if_sticky_cuda_error, is_sticky_cuda_error
 from handlers.serving.classifier import ClassifierHandler
+from model_store.provider import zoo_model
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
@@ -45,7 +56,7 @@ def config(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def handler() -> Iterator[ClassifierHandler]:
     torch.manual_seed(0)
-    h = ClassifierHandler()
+    h = ClassifierHandler(zoo_model)
     h.handle(None, MockContext(config(), gpu_id=0))
     yield h
 
@@ -55,42 +66,10 @@ def ctx() -> MockContext:
     return MockContext(config(), gpu_id=0)
 
 
-def call(
-    handler: ClassifierHandler, ctx: MockContext, rows: Sequence[dict[str, Any]], headers: Sequence[Any] = ()
-) -> list[bytes]:
-    ctx.set_batch(list(headers) or [None] * len(rows))
-    out = handler.handle(list(rows), ctx)
-    assert out is not None and len(out) == len(rows)
-    return out
-
-
-def grpc_row(msg: explain_pb2.ExplainRequest) -> dict[str, Any]:
-    return {"request": msg.SerializeToString()}
-
-
-def response(body: bytes) -> explain_pb2.ExplainResponse:
-    return explain_pb2.ExplainResponse.FromString(body)
-
-
-def decoded_maps(result: explain_pb2.ImageResult) -> dict[tuple[str, str, int], np.ndarray]:
-    return {
-        (m.method, m.layer, m.target): decode_array(
-            Encoded(
-                tuple(m.data.shape), "FLOAT16" if m.data.encoding == explain_pb2.FLOAT16 else "FLOAT32", m.data.data
-            )
-        )
-        for m in result.maps
-    }
-
-
 def assert_same_result(a: explain_pb2.ImageResult, b: explain_pb2.ImageResult) -> None:
     assert [p.class_id for p in a.predictions] == [p.class_id for p in b.predictions]
     np.testing.assert_allclose([p.score for p in a.predictions], [p.score for p in b.predictions], rtol=1e-4)
-    maps_a, maps_b = decoded_maps(a), decoded_maps(b)
-    assert list(maps_a) == list(maps_b)
-    for key, values in maps_a.items():
-        scale = float(np.abs(values).max()) or 1.0
-        np.testing.assert_allclose(values, maps_b[key], atol=2e-3 * scale, err_msg=str(key))
+    assert_maps_close(decoded_maps(a), decoded_maps(b))
 
 
 def three_requests() -> list[explain_pb2.ExplainRequest]:
@@ -128,7 +107,7 @@ def test_initialize_reads_config_and_falls_back_to_cpu(handler: ClassifierHandle
     ],
 )
 def test_bad_config_fails_at_load(overrides: dict[str, Any], error: type[Exception], field: str, tmp_path: Any) -> None:
-    h = ClassifierHandler()
+    h = ClassifierHandler(zoo_model)
     with pytest.raises(error) as err:
         h.handle(None, MockContext(config(**overrides), model_dir=str(tmp_path)))
     assert getattr(err.value, "field", None) == field
@@ -136,7 +115,7 @@ def test_bad_config_fails_at_load(overrides: dict[str, Any], error: type[Excepti
 
 
 def test_entry_file_initialises_on_handle_none(monkeypatch: pytest.MonkeyPatch, handler: ClassifierHandler) -> None:
-    from handlers.serving import entry_classifier
+    from model_store import entry_classifier
 
     monkeypatch.setattr(entry_classifier, "_handler", handler)
     assert entry_classifier.handle(None, MockContext(config())) is None
@@ -271,14 +250,14 @@ def test_sticky_cuda_errors_exit_the_worker(
     handler: ClassifierHandler, ctx: MockContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exits: list[int] = []
-    monkeypatch.setattr(base.os, "_exit", exits.append)
+    monkeypatch.setattr(_health.os, "_exit", exits.append)
 
     def poisoned(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(handler.explainer, "explain", poisoned)
     [body] = call(handler, ctx, [grpc_row(request([png_bytes()]))])
-    assert exits == [base.STICKY_EXIT_STATUS]
+    assert exits == [_health.STICKY_EXIT_STATUS]
     assert response(body).results[0].error.code == "UNAVAILABLE"
 
 
@@ -394,9 +373,9 @@ def test_expired_items_are_answered_deadline_exceeded_without_being_computed(
 
     good = grpc_row(request([png_bytes(seed=3)], methods=["gradcam"]))
     now_ms = time.time() * 1000
-    expired = {**good, base.DEADLINE_KEY: str(int(now_ms - 50)).encode()}
-    live = {**good, base.DEADLINE_KEY: str(int(now_ms + 60_000)).encode()}
-    garbled = {**good, base.DEADLINE_KEY: b"soon"}
+    expired = {**good, _routing.DEADLINE_KEY: str(int(now_ms - 50)).encode()}
+    live = {**good, _routing.DEADLINE_KEY: str(int(now_ms + 60_000)).encode()}
+    garbled = {**good, _routing.DEADLINE_KEY: b"soon"}
     calls: list[int] = []
     explain_group = handler.explain_group
 
@@ -408,12 +387,12 @@ def test_expired_items_are_answered_deadline_exceeded_without_being_computed(
     out = [response(b) for b in call(handler, ctx, [expired, live, garbled])]
     assert out[0].error.code == "DEADLINE_EXCEEDED" and "not computed" in out[0].error.message
     assert not out[1].error.code and out[1].results[0].maps
-    assert (out[2].error.code, out[2].error.field) == ("INVALID_ARGUMENT", base.DEADLINE_KEY)
+    assert (out[2].error.code, out[2].error.field) == ("INVALID_ARGUMENT", _routing.DEADLINE_KEY)
     assert calls == [1], "only the live item reached the engine"
 
 
 def test_check_deadline_reads_the_key_as_unix_ms() -> None:
-    base.check_deadline({"request": b""})  # no key: no deadline
-    base.check_deadline({base.DEADLINE_KEY: "2000"}, now=1.0)  # 1 s before a deadline of 2 s
+    _routing.check_deadline({"request": b""})  # no key: no deadline
+    _routing.check_deadline({_routing.DEADLINE_KEY: "2000"}, now=1.0)  # 1 s before a deadline of 2 s
     with pytest.raises(DeadlineExceededError, match="1000 ms"):
-        base.check_deadline({base.DEADLINE_KEY: "2000"}, now=3.0)
+        _routing.check_deadline({_routing.DEADLINE_KEY: "2000"}, now=3.0)

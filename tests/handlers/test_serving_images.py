@@ -12,7 +12,8 @@ from PIL import Image, ImageFile, PngImagePlugin
 from serving_helpers import encode, gradient_rgb, png_bytes
 
 from handlers.engine.errors import InvalidArgumentError, ResourceExhaustedError
-from handlers.serving._images import Preprocessor, decode_image, pixels_to_tensor, to_rgb
+from handlers.preprocess import Preprocessor
+from handlers.serving._images import decode_image, pixels_to_tensor, to_rgb
 
 CAPS = {"max_bytes": 8_388_608, "max_pixels": 40_000_000}
 

@@ -1,16 +1,16 @@
-"""The VAE handler end to end with a mock TorchServe context: regions, batching, isolation, REST, describe, sizes.
+"""The VAE handler end to end with a mock TorchServe context: loading, regions, batching, isolation, describe.
 
 The model is a small ``model_store.models.ShapesVAE`` with random weights, shipped as an archive would ship it: a
 weights file plus its ``manifest.json`` in the model directory, named by ``camserve.weights``, and built through
-``model_store.zoo`` with the checksum check. Nothing depends on the trained weights.
+``model_store.zoo`` (the archive entry file's provider) with the checksum check. Nothing depends on the trained
+weights. The model directory and the loaded handler are session fixtures (``conftest.py``); response sizes, REST and
+request state are in ``test_serving_vae_rest.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,127 +18,41 @@ import numpy as np
 import pytest
 import torch
 from camserve_proto.camserve.v1 import explain_pb2
-from PIL import Image
-from serving_helpers import MockContext, encode, gradient_rgb, png_bytes, request
+from serving_helpers import (
+    MockContext,
+    as_array,
+    assert_maps_close,
+    call,
+    decoded_maps,
+    grpc_row,
+    png_bytes,
+    request,
+    response,
+)
+from vae_helpers import (
+    ALL_METHODS,
+    LATENT_CHANNELS,
+    MAX_RESPONSE,
+    WEIGHTS,
+    box,
+    config,
+    disc,
+    image,
+    mask_region,
+    pixels_image,
+    several_requests,
+)
 
 from handlers.engine import LATENT_TOTAL, Box, Mask, VAEExplainer
 from handlers.engine.errors import InvalidArgumentError
 from handlers.serving import VAEHandler
-from handlers.serving._codec import response_size_bound
-from handlers.serving._maps import Encoded, decode_array
-from model_store.models import ShapesVAE
-from model_store.train import MANIFEST_NAME, sha256_file
-
-WEIGHTS = "shapes-vae.pt"
-LATENT_CHANNELS = 6
-WIDTHS = (8, 12, 16)
-MAX_RESPONSE = 1_000_000
-ALL_METHODS = ("area_saliency", "area_guided", "area_gradcam", "latent_gradcam")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model directory as TorchServe unpacks an archive: random VAE weights and the manifest that vouches for them."""
-    folder = tmp_path_factory.mktemp("vae-archive")
-    torch.manual_seed(0)
-    torch.save(ShapesVAE(latent_channels=LATENT_CHANNELS, widths=WIDTHS).state_dict(), folder / WEIGHTS)
-    entry = {
-        "file": WEIGHTS,
-        "sha256": sha256_file(folder / WEIGHTS),
-        "config": {"latent_channels": LATENT_CHANNELS, "widths": list(WIDTHS)},
-    }
-    (folder / MANIFEST_NAME).write_text(json.dumps({"models": {"shapes-vae": entry}}))
-    return folder
-
-
-def config(**overrides: Any) -> dict[str, Any]:
-    section = {
-        "kind": "vae",
-        "model": "shapes-vae",
-        "weights": WEIGHTS,
-        "input_size": [64, 64],
-        "resize": 64,
-        "default_methods": ["area_saliency", "area_gradcam"],
-        "limits": {"max_images": 8, "max_regions": 4, "max_response_bytes": MAX_RESPONSE},
-    }
-    section.update(overrides)
-    return {"minWorkers": 1, "batchSize": 8, "camserve": section}
-
-
-@pytest.fixture(scope="module")
-def handler(model_dir: Path) -> Iterator[VAEHandler]:
-    h = VAEHandler()
-    h.handle(None, MockContext(config(), model_dir=str(model_dir), gpu_id=0))
-    yield h
-
-
-@pytest.fixture
-def ctx(model_dir: Path) -> MockContext:
-    return MockContext(config(), model_dir=str(model_dir), gpu_id=0)
-
-
-def call(
-    handler: VAEHandler, ctx: MockContext, rows: Sequence[dict[str, Any]], headers: Sequence[Any] = ()
-) -> list[bytes]:
-    ctx.set_batch(list(headers) or [None] * len(rows))
-    out = handler.handle(list(rows), ctx)
-    assert out is not None and len(out) == len(rows)
-    return out
-
-
-def grpc_row(msg: explain_pb2.ExplainRequest) -> dict[str, Any]:
-    return {"request": msg.SerializeToString()}
-
-
-def response(body: bytes) -> explain_pb2.ExplainResponse:
-    return explain_pb2.ExplainResponse.FromString(body)
-
-
-def as_array(tensor: explain_pb2.Tensor) -> np.ndarray:
-    names = {explain_pb2.FLOAT16: "FLOAT16", explain_pb2.FLOAT32: "FLOAT32"}
-    encoded = Encoded(tuple(tensor.shape), names[tensor.encoding], tensor.data, scale=tensor.scale or 1.0)  # type: ignore[arg-type]
-    return decode_array(encoded)
-
-
-def decoded_maps(result: explain_pb2.ImageResult) -> dict[tuple[str, str, int], np.ndarray]:
-    return {(m.method, m.layer, m.target): as_array(m.data) for m in result.maps}
-
-
-def box(x0: int, y0: int, x1: int, y1: int) -> explain_pb2.Region:
-    return explain_pb2.Region(box=explain_pb2.Box(x0=x0, y0=y0, x1=x1, y1=y1))
-
-
-def mask_region(selected: np.ndarray) -> explain_pb2.Region:
-    data = selected.astype(np.uint8).tobytes()
-    return explain_pb2.Region(mask=explain_pb2.Mask(height=selected.shape[0], width=selected.shape[1], data=data))
-
-
-def disc(cx: int, cy: int, radius: int, size: int = 64) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size]
-    return np.asarray((xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2)
-
-
-def image(data: bytes, *regions: explain_pb2.Region, image_id: str = "") -> explain_pb2.Image:
-    return explain_pb2.Image(encoded=data, id=image_id, regions=list(regions))
-
-
-def pixels_image(pixels: np.ndarray, *regions: explain_pb2.Region) -> explain_pb2.Image:
-    raw = explain_pb2.Tensor(shape=list(pixels.shape), encoding=explain_pb2.FLOAT32, data=pixels.tobytes())
-    return explain_pb2.Image(pixels=raw, regions=list(regions))
-
-
-def assert_maps_close(a: dict[Any, np.ndarray], b: dict[Any, np.ndarray]) -> None:
-    assert list(a) == list(b)
-    for key, values in a.items():
-        scale = float(np.abs(values).max()) or 1.0
-        np.testing.assert_allclose(values, b[key], atol=2e-3 * scale, err_msg=str(key))
-
+from model_store.provider import zoo_model
 
 # ---- load
 
 
-def test_initialize_describes_the_vae(handler: VAEHandler) -> None:
-    caps = handler.loaded.caps
+def test_initialize_describes_the_vae(vae_handler: VAEHandler) -> None:
+    caps = vae_handler.loaded.caps
     assert caps.kind == "vae" and caps.num_classes == 0 and caps.labels is None
     assert caps.methods == ALL_METHODS
     assert caps.default_methods == ("area_saliency", "area_gradcam") and caps.default_layers == ("encoder",)
@@ -152,13 +66,13 @@ def test_initialize_describes_the_vae(handler: VAEHandler) -> None:
     assert caps.method_shapes["area_gradcam"].count == 0
 
 
-def test_the_archive_config_loads(model_dir: Path) -> None:
+def test_the_archive_config_loads(vae_model_dir: Path) -> None:
     """model_store/configs/shapes-vae.yaml as the archive ships it (weights pointed at the random test file)."""
     from model_store import archive
 
     shipped = archive.load_config("shapes-vae", overrides={"camserve": {"weights": WEIGHTS}})
-    h = VAEHandler()
-    h.handle(None, MockContext(shipped, model_dir=str(model_dir)))
+    h = VAEHandler(zoo_model)
+    h.handle(None, MockContext(shipped, model_dir=str(vae_model_dir)))
     caps = h.loaded.caps
     assert caps.default_methods == ("area_saliency", "area_gradcam") and caps.default_layers == ("encoder",)
     assert caps.limits.max_regions == 16 and caps.limits.max_response_bytes == 15_000_000
@@ -175,54 +89,37 @@ def test_the_archive_config_loads(model_dir: Path) -> None:
         ({"input_size": [60, 60], "resize": 60}, "camserve.input_size"),  # the reconstruction would be 56x56
     ],
 )
-def test_bad_config_fails_at_load(overrides: dict[str, Any], field: str, model_dir: Path) -> None:
-    h = VAEHandler()
+def test_bad_config_fails_at_load(overrides: dict[str, Any], field: str, vae_model_dir: Path) -> None:
+    h = VAEHandler(zoo_model)
     with pytest.raises(InvalidArgumentError) as err:
-        h.handle(None, MockContext(config(**overrides), model_dir=str(model_dir)))
+        h.handle(None, MockContext(config(**overrides), model_dir=str(vae_model_dir)))
     assert err.value.field == field
     assert not h.initialized
 
 
 def test_entry_file_initialises_on_handle_none(
-    monkeypatch: pytest.MonkeyPatch, handler: VAEHandler, model_dir: Path
+    monkeypatch: pytest.MonkeyPatch, vae_handler: VAEHandler, vae_model_dir: Path
 ) -> None:
-    from handlers.serving import entry_vae
+    from model_store import entry_vae
 
-    monkeypatch.setattr(entry_vae, "_handler", handler)
-    assert entry_vae.handle(None, MockContext(config(), model_dir=str(model_dir))) is None
-    ctx = MockContext(config(), model_dir=str(model_dir))
-    ctx.set_batch([None])
-    [out] = entry_vae.handle([grpc_row(request([png_bytes()]))], ctx)
+    monkeypatch.setattr(entry_vae, "_handler", vae_handler)
+    assert entry_vae.handle(None, MockContext(config(), model_dir=str(vae_model_dir))) is None
+    vae_ctx = MockContext(config(), model_dir=str(vae_model_dir))
+    vae_ctx.set_batch([None])
+    [out] = entry_vae.handle([grpc_row(request([png_bytes()]))], vae_ctx)
     assert [(m.method, m.target) for m in response(out).results[0].maps] == [("area_saliency", 0), ("area_gradcam", 0)]
 
 
 # ---- batches
 
 
-def several_requests() -> list[explain_pb2.ExplainRequest]:
-    """Three requests with several regions per image: request defaults, per-image overrides, boxes and masks."""
-    a = request(
-        [png_bytes(seed=1), image(png_bytes(seed=2), box(40, 40, 64, 64), image_id="own")],
-        methods=["area_saliency", "area_gradcam"],
-        regions=[box(0, 0, 16, 16), mask_region(disc(32, 32, 6)), box(8, 40, 24, 56)],
-        request_id="a",
-        output=explain_pb2.OutputOptions(include_reconstruction=True),
-    )
-    b = request([png_bytes(80, 64, seed=3)], methods=["area_saliency", "area_gradcam"], request_id="b")
-    c = request(
-        [image(png_bytes(seed=4), box(16, 16, 48, 48), box(0, 0, 64, 8))],
-        methods=["area_guided", "latent_gradcam"],
-        layers=["encoder.2", "encoder"],
-        request_id="c",
-    )
-    return [a, b, c]
-
-
-def test_good_batch_with_several_regions_matches_each_request_alone(handler: VAEHandler, ctx: MockContext) -> None:
+def test_good_batch_with_several_regions_matches_each_request_alone(
+    vae_handler: VAEHandler, vae_ctx: MockContext
+) -> None:
     msgs = several_requests()
-    together = [response(b) for b in call(handler, ctx, [grpc_row(m) for m in msgs])]
+    together = [response(b) for b in call(vae_handler, vae_ctx, [grpc_row(m) for m in msgs])]
     for msg, got in zip(msgs, together, strict=True):
-        [alone] = call(handler, ctx, [grpc_row(msg)])
+        [alone] = call(vae_handler, vae_ctx, [grpc_row(msg)])
         assert got.request_id == msg.request_id and not got.HasField("error")
         assert got.timing.batch_size == 3
         for a, b in zip(got.results, response(alone).results, strict=True):
@@ -259,7 +156,7 @@ def test_good_batch_with_several_regions_matches_each_request_alone(handler: VAE
     assert not np.allclose(maps[("area_saliency", "", 0)], maps[("area_saliency", "", 1)])
 
 
-def test_served_maps_equal_the_in_process_engine(handler: VAEHandler, ctx: MockContext) -> None:
+def test_served_maps_equal_the_in_process_engine(vae_handler: VAEHandler, vae_ctx: MockContext) -> None:
     rng = np.random.default_rng(5)
     pixels = [rng.random((3, 64, 64), dtype=np.float32) for _ in range(2)]
     selected = disc(20, 44, 9)
@@ -272,9 +169,9 @@ def test_served_maps_equal_the_in_process_engine(handler: VAEHandler, ctx: MockC
         ],
         output=explain_pb2.OutputOptions(include_reconstruction=True, encoding=explain_pb2.FLOAT32),
     )
-    [body] = call(handler, ctx, [grpc_row(msg)])
+    [body] = call(vae_handler, vae_ctx, [grpc_row(msg)])
     served = response(body).results
-    reference = VAEExplainer(handler.loaded.model, input_size=(64, 64)).explain(
+    reference = VAEExplainer(vae_handler.loaded.model, input_size=(64, 64)).explain(
         torch.from_numpy(np.stack(pixels)),
         methods=tuple(msg.methods),
         regions=[[Box(4, 8, 30, 20), Mask(torch.from_numpy(selected))], [Box(32, 32, 64, 64)]],
@@ -292,7 +189,7 @@ def test_served_maps_equal_the_in_process_engine(handler: VAEHandler, ctx: MockC
     # The default FLOAT16 encoding stays within float16 precision of the engine: 2^-11 relative, and 2^-25 absolute
     # below 2^-14, where float16 is subnormal (random weights give gradients of ~1e-5).
     msg.output.encoding = explain_pb2.FLOAT16
-    [half] = call(handler, ctx, [grpc_row(msg)])
+    [half] = call(vae_handler, vae_ctx, [grpc_row(msg)])
     for result, expected in zip(response(half).results, reference, strict=True):
         got = decoded_maps(result)
         for key, values in expected.maps.items():
@@ -303,16 +200,16 @@ def test_served_maps_equal_the_in_process_engine(handler: VAEHandler, ctx: MockC
 
 
 def test_groups_share_one_engine_call_whatever_their_regions(
-    handler: VAEHandler, ctx: MockContext, monkeypatch: pytest.MonkeyPatch
+    vae_handler: VAEHandler, vae_ctx: MockContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    original = handler.explain_group
+    original = vae_handler.explain_group
 
     def spy(parsed: Any, images: Sequence[Any]) -> Any:
         calls.append(len(images))
         return original(parsed, images)
 
-    monkeypatch.setattr(handler, "explain_group", spy)
+    monkeypatch.setattr(vae_handler, "explain_group", spy)
     one = request([png_bytes(seed=11)], methods=["area_saliency"], regions=[box(0, 0, 8, 8)])
     three = request(
         [png_bytes(seed=12), image(png_bytes(seed=13), mask_region(disc(10, 10, 4)))],
@@ -320,12 +217,12 @@ def test_groups_share_one_engine_call_whatever_their_regions(
         regions=[box(0, 0, 8, 8), box(8, 8, 16, 16), box(16, 16, 32, 32)],
     )
     other = request([png_bytes(seed=14)], methods=["area_gradcam"])
-    out = [response(b) for b in call(handler, ctx, [grpc_row(m) for m in (one, three, other)])]
+    out = [response(b) for b in call(vae_handler, vae_ctx, [grpc_row(m) for m in (one, three, other)])]
     assert sorted(calls) == [1, 3]  # ragged regions in one call; other methods apart
     assert [len(r.maps) for r in [*out[0].results, *out[1].results, *out[2].results]] == [1, 3, 1, 1]
 
 
-def test_bad_items_fail_alone(handler: VAEHandler, ctx: MockContext) -> None:
+def test_bad_items_fail_alone(vae_handler: VAEHandler, vae_ctx: MockContext) -> None:
     good = request([png_bytes(seed=7)], regions=[box(0, 0, 32, 32), box(32, 32, 64, 64)])
     target = request([png_bytes()])
     target.target.top_k = 1
@@ -342,7 +239,7 @@ def test_bad_items_fail_alone(handler: VAEHandler, ctx: MockContext) -> None:
         ),
         grpc_row(good),
     ]
-    out = [response(b) for b in call(handler, ctx, rows)]
+    out = [response(b) for b in call(vae_handler, vae_ctx, rows)]
     assert (out[1].error.code, out[1].error.field) == ("INVALID_ARGUMENT", "request")
     assert (out[2].error.code, out[2].error.field) == ("INVALID_ARGUMENT", "methods[0]")
     assert (out[3].error.code, out[3].error.field) == ("INVALID_ARGUMENT", "regions[0].box")
@@ -352,7 +249,7 @@ def test_bad_items_fail_alone(handler: VAEHandler, ctx: MockContext) -> None:
     assert mixed.results[1].error.field == "images[1].encoded" and not mixed.results[1].maps
     assert mixed.results[2].error.field == "images[2].regions[0].box" and not mixed.results[2].maps
     assert mixed.results[0].maps and mixed.results[3].maps
-    [alone] = call(handler, ctx, [grpc_row(good)])
+    [alone] = call(vae_handler, vae_ctx, [grpc_row(good)])
     for result in (out[0].results[0], out[6].results[0]):
         assert_maps_close(decoded_maps(result), decoded_maps(response(alone).results[0]))
         assert [m.target for m in result.maps] == [0, 1, 0, 1]
@@ -376,24 +273,26 @@ short_mask = explain_pb2.Region(mask=explain_pb2.Mask(height=64, width=64, data=
     ],
 )
 def test_bad_regions_name_their_field(
-    handler: VAEHandler,
-    ctx: MockContext,
+    vae_handler: VAEHandler,
+    vae_ctx: MockContext,
     monkeypatch: pytest.MonkeyPatch,
     region: explain_pb2.Region | list[explain_pb2.Region],
     code: str,
     field: str,
 ) -> None:
     engine_images: list[int] = []
-    original = handler.explain_group
+    original = vae_handler.explain_group
     monkeypatch.setattr(
-        handler, "explain_group", lambda parsed, images: engine_images.append(len(images)) or original(parsed, images)
+        vae_handler,
+        "explain_group",
+        lambda parsed, images: engine_images.append(len(images)) or original(parsed, images),
     )
     regions = region if isinstance(region, list) else [region]
     # Second in a list of regions: the index in the path is the region's own.
     second = [box(0, 0, 8, 8), *regions] if len(regions) == 1 else regions
     request_level = request([png_bytes(seed=1)], regions=second)
     per_image = request([png_bytes(seed=2), image(png_bytes(seed=3), *second)])
-    whole, partial = (response(b) for b in call(handler, ctx, [grpc_row(request_level), grpc_row(per_image)]))
+    whole, partial = (response(b) for b in call(vae_handler, vae_ctx, [grpc_row(request_level), grpc_row(per_image)]))
     index_field = field.replace("regions[0]", "regions[1]") if len(regions) == 1 else field
     assert (whole.error.code, whole.error.field) == (code, index_field) and not whole.results
     assert not partial.HasField("error")
@@ -403,9 +302,9 @@ def test_bad_regions_name_their_field(
     assert engine_images == [1]  # only the good image reached the engine
 
 
-def test_describe_over_grpc_and_management_api(handler: VAEHandler, ctx: MockContext) -> None:
+def test_describe_over_grpc_and_management_api(vae_handler: VAEHandler, vae_ctx: MockContext) -> None:
     rows = [grpc_row(explain_pb2.ExplainRequest(describe=True, request_id="d")), {}]
-    proto_body, json_body = call(handler, ctx, rows, headers=[None, {"describe": "True"}])
+    proto_body, json_body = call(vae_handler, vae_ctx, rows, headers=[None, {"describe": "True"}])
     got = response(proto_body)
     info = got.model_info
     assert got.request_id == "d" and not got.results
@@ -416,103 +315,3 @@ def test_describe_over_grpc_and_management_api(handler: VAEHandler, ctx: MockCon
     assert (info.max_images, info.max_regions, info.max_response_bytes) == (8, 4, MAX_RESPONSE)
     doc = json.loads(json_body)
     assert doc["model"] == "test-model" and doc["kind"] == "vae" and doc["max_regions"] == 4
-
-
-# ---- response size
-
-
-def test_response_size_is_refused_before_the_engine_runs(
-    handler: VAEHandler, ctx: MockContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[int] = []
-    monkeypatch.setattr(handler, "explain_group", lambda parsed, images: calls.append(len(images)))
-    # 4 images x 4 regions x 2 input-gradient methods x [3, 64, 64] FLOAT32 = 1.57 MB > 1 MB.
-    regions = [box(0, 0, 8, 8), box(8, 8, 16, 16), box(16, 16, 32, 32), box(0, 32, 64, 64)]
-    big = request([png_bytes(seed=s) for s in range(4)], methods=["area_saliency", "area_guided"], regions=regions)
-    big.output.encoding = explain_pb2.FLOAT32
-    # Layer maps count too: regions x layers, and every latent channel for latent_gradcam, at INPUT resolution.
-    sweep = request(
-        [png_bytes(seed=5)], methods=["area_gradcam", "latent_gradcam"], layers=list(handler.loaded.caps.layers)
-    )
-    sweep.output.resolution = explain_pb2.INPUT
-    sweep.output.encoding = explain_pb2.FLOAT32
-    out = [response(b) for b in call(handler, ctx, [grpc_row(big), grpc_row(sweep)])]
-    for got in out:
-        assert (got.error.code, got.error.field) == ("RESOURCE_EXHAUSTED", "output")
-        assert str(MAX_RESPONSE) in got.error.message and not got.results
-    assert calls == []
-
-
-def test_size_bound_covers_the_encoded_response(handler: VAEHandler, ctx: MockContext) -> None:
-    caps = handler.loaded.caps
-    msg = request(
-        [image(png_bytes(seed=s), *[box(0, 0, 8 * (k + 1), 8) for k in range(4)]) for s in range(2)],
-        methods=["area_gradcam", "latent_gradcam", "area_saliency"],
-        layers=["encoder.0", "encoder"],
-        output=explain_pb2.OutputOptions(include_reconstruction=True, resolution=explain_pb2.INPUT),
-    )
-    [body] = call(handler, ctx, [grpc_row(msg)])
-    got = response(body)
-    assert not got.HasField("error") and all(not r.HasField("error") for r in got.results)
-    assert len(got.results[0].maps) == 2 * 4 + 2 * (LATENT_CHANNELS + 1) + 4
-    from handlers.serving._codec import parse_message
-
-    bound = response_size_bound(parse_message(msg, caps, handler.loaded.preprocessor), caps)
-    assert len(body) <= bound < 2 * len(body)
-
-
-# ---- REST
-
-
-def test_rest_raw_image_gets_default_area_maps_and_the_reconstruction(handler: VAEHandler, ctx: MockContext) -> None:
-    picture = encode(gradient_rgb(96, 64, seed=3), "JPEG")
-    [body] = call(handler, ctx, [{"body": bytearray(picture)}], headers=[{"body": {"content-type": "image/jpeg"}}])
-    doc = json.loads(body)
-    assert ctx.request_processor[0].status[0] == 200
-    assert ctx.request_processor[0].response_headers["content-type"] == "application/json"
-    assert doc["predictions"] == []
-    maps = doc["maps"]
-    assert [(m["method"], m["layer"], m["target"]) for m in maps] == [
-        ("area_saliency", "", 0),  # the default region: the whole reconstruction
-        ("area_gradcam", "encoder", 0),
-    ]
-    assert maps[0]["shape"] == [3, 64, 64] and "values" not in maps[0]
-    assert np.array(maps[1]["values"]).shape == (8, 8)
-    with Image.open(io.BytesIO(base64.b64decode(maps[0]["png"]))) as png:
-        assert (png.size, png.mode) == ((64, 64), "RGB")
-    with Image.open(io.BytesIO(base64.b64decode(doc["reconstruction_png"]))) as recon:
-        assert (recon.size, recon.mode) == ((64, 64), "RGB")
-    assert doc["geometry"] == {"original_size": [96, 64], "crop": [16, 0, 80, 64], "input_size": [64, 64]}
-
-
-def test_rest_form_regions_and_their_errors(handler: VAEHandler, ctx: MockContext) -> None:
-    rows = [
-        {"data": png_bytes(seed=6), "regions": "0,0,16,16; 8,8,40,40", "methods": "area_guided"},
-        {"data": png_bytes(seed=6), "regions": "0,0,16,80"},
-        {"data": png_bytes(seed=6), "regions": ";".join(["0,0,4,4"] * 5)},
-        {"data": png_bytes(seed=6), "layers": "to_logvar"},
-    ]
-    out = [json.loads(b) for b in call(handler, ctx, rows)]
-    assert [(m["method"], m["target"]) for m in out[0]["maps"]] == [("area_guided", 0), ("area_guided", 1)]
-    assert (out[1]["error"]["code"], out[1]["error"]["field"]) == ("INVALID_ARGUMENT", "regions[0].box")
-    assert (out[2]["error"]["code"], out[2]["error"]["field"]) == ("RESOURCE_EXHAUSTED", "regions")
-    assert (out[3]["error"]["code"], out[3]["error"]["field"]) == ("NOT_FOUND", "layers[0]")
-    assert [p.status[0] for p in ctx.request_processor] == [200, 400, 413, 404]
-
-
-# ---- state
-
-
-def test_no_request_state_survives_a_batch(handler: VAEHandler, ctx: MockContext) -> None:
-    probe = request([png_bytes(seed=31)], regions=[box(0, 0, 32, 32)], request_id="probe")
-    before = {k: id(v) for k, v in vars(handler).items()}
-    [first] = call(handler, ctx, [grpc_row(probe)])
-    noisy = several_requests()
-    noisy[0].output.encoding = explain_pb2.PNG
-    noisy[1].output.resolution = explain_pb2.INPUT
-    call(handler, ctx, [grpc_row(m) for m in noisy] + [{"body": png_bytes(), "regions": "1,1,2,2"}])
-    [again] = call(handler, ctx, [grpc_row(probe)])
-    assert {k: id(v) for k, v in vars(handler).items()} == before
-    a, b = response(first), response(again)
-    assert a.results[0].maps[0].data.encoding == explain_pb2.FLOAT16 and not a.results[0].HasField("reconstruction")
-    assert a.results[0].SerializeToString() == b.results[0].SerializeToString()

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from handlers.serving import Geometry
+from handlers.preprocess import Geometry
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def test_build_shapes_classifier_ships_entry_and_config_only(tmp_path: Path) -> 
     assert "serializedFile" not in manifest["model"]
     # Shipped verbatim, comments included.
     assert files["model-config.yaml"] == (archive.CONFIG_DIR / "shapes-classifier.yaml").read_bytes()
-    assert files["entry_classifier.py"] == (ROOT / "handlers" / "serving" / "entry_classifier.py").read_bytes()
+    assert files["entry_classifier.py"] == (ROOT / "model_store" / "entry_classifier.py").read_bytes()
     assert not list(tmp_path.glob(".build-*")), "staging folder left behind"
 
 

@@ -31,7 +31,7 @@ from google.protobuf import empty_pb2
 from PIL import Image
 
 from deploy import gateway, serverctl
-from handlers.serving import base
+from handlers.serving import _routing
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +118,7 @@ def served(camserve_server: Any, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def test_the_handler_and_the_gateway_agree_on_the_deadline_key() -> None:
-    assert gateway.DEADLINE_KEY == base.DEADLINE_KEY
+    assert gateway.DEADLINE_KEY == _routing.DEADLINE_KEY
 
 
 def test_stream_predictions_answers_like_predictions(served: Served) -> None:

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from model_store import data, zoo
+from model_store.manifest import WEIGHTS_DIR
 from model_store.models import ShapesClassifier, ShapesVAE
-from model_store.train import WEIGHTS_DIR, classifier_accuracy, vae_mse
+from model_store.train import classifier_accuracy, vae_mse
 
 # held-out test-split indices for these tests: disjoint from training (another split) and from the manifest's and
 # the benchmark's test ranges

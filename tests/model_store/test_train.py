@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
 
 from model_store import data
-from model_store.train import ClassifierConfig, VAEConfig, sha256_file, train_classifier, train_vae
+from model_store.train import ClassifierConfig, VAEConfig, train_classifier, train_vae
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +52,3 @@ def test_vae_training_is_deterministic(tiny_train: data.Batch) -> None:
     assert set(locality) == {*growths, "com_distance_px", "regions"} and locality["regions"] == cfg.test_size
     assert all(0.0 <= locality[k] <= 1.0 for k in growths)
 
-
-def test_sha256_file(tmp_path: Path) -> None:
-    p = tmp_path / "x.bin"
-    p.write_bytes(b"abc")
-    assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

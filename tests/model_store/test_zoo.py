@@ -11,8 +11,8 @@ import torch
 
 from handlers.engine.errors import InvalidArgumentError, NotFoundError
 from model_store import zoo
+from model_store.manifest import WEIGHTS_DIR, sha256_file
 from model_store.models import ShapesClassifier
-from model_store.train import WEIGHTS_DIR, sha256_file
 
 
 def _frozen_eval_cpu(model: torch.nn.Module) -> None:

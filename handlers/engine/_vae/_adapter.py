@@ -7,7 +7,7 @@ frozen during a call, the train/eval mode that is restored after it, and the dot
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
@@ -48,12 +48,14 @@ class VAEProbe:
         latent_shape: Per-sample shape of ``mu`` (``(C, h, w)`` for a spatial latent, ``(D,)`` for a vector).
         candidates: Modules run by ``encode`` whose output reads as a spatial grid and feeds ``mu``, in completion
             order (a separate ``logvar`` head is not a candidate: neither ``mu`` nor the reconstruction depends on it).
+        grids: ``(h, w)`` of each candidate's grid.
         automatic: The last candidate that is not ``mu``/``logvar`` itself (the encoder's last feature map).
     """
 
     output_size: tuple[int, int]
     latent_shape: tuple[int, ...]
     candidates: tuple[str, ...]
+    grids: Mapping[str, tuple[int, int]]
     automatic: str | None
 
 
@@ -148,7 +150,8 @@ class VAEAdapter:
             last.pop(name, None)
             last[name] = out
         heads = {t.untyped_storage().data_ptr() for t in (mu, logvar)}
-        spatial = [n for n, out in last.items() if detect_layout(tuple(out.shape[1:]), input_size) is not None]
+        layouts = {n: detect_layout(tuple(out.shape[1:]), input_size) for n, out in last.items()}
+        spatial = {n: (layout.height, layout.width) for n, layout in layouts.items() if layout is not None}
         reach = self._reaching_mu(x, {n: named[n] for n in spatial})
         candidates = [n for n in spatial if n in reach]
         features = [n for n in candidates if last[n].untyped_storage().data_ptr() not in heads]
@@ -156,6 +159,7 @@ class VAEAdapter:
             output_size=(int(recon.shape[2]), int(recon.shape[3])),
             latent_shape=tuple(int(s) for s in mu.shape[1:]),
             candidates=tuple(candidates),
+            grids={n: spatial[n] for n in candidates},
             automatic=features[-1] if features else None,
         )
         self._probes[input_size] = result

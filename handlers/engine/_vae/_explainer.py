@@ -131,6 +131,11 @@ class VAEExplainer(GradientRunner):
         return self._adapter.probe(self._input_size).candidates
 
     @property
+    def layer_grids(self) -> Mapping[str, tuple[int, int]]:
+        """``(h, w)`` of every candidate layer's grid at ``input_size`` (runs the probe once)."""
+        return self._adapter.probe(self._input_size).grids
+
+    @property
     def default_layers(self) -> tuple[str, ...]:
         """The layers given to the constructor, or the automatic choice (empty if the encoder has none)."""
         if self._layers is not None:

@@ -1,8 +1,8 @@
 """Renders ``demo.png``: for each sample photograph, the served model's top-3 labels and its Grad-CAM, Grad-CAM++,
 guided backprop and guided Grad-CAM, drawn with :mod:`camserve.render` from what the server returned.
 
-    python -m model_store.samples.make_demo                      # builds the archive, runs its own server, stops it
-    python -m model_store.samples.make_demo --address 127.0.0.1:7070 --token-file .run/key_file.json
+    python -m deploy.imagenet_demo                      # builds the archive, runs its own server, stops it
+    python -m deploy.imagenet_demo --address 127.0.0.1:7070 --token-file .run/key_file.json
 
 Everything goes through the real path: the JPEG files are sent with the client SDK, TorchServe decodes, crops and
 explains them, and the pictures show the part of each photo the model saw (its centre crop) at the model's input size.
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import camserve
 from camserve import render
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "model_store" / "samples"  # the photographs, and where demo.png goes
 MODEL = "imagenet-efficientnet-lite0"
 PHOTOS = ("cat", "espresso", "rocket", "astronaut")
 COLUMNS = (("gradcam", "Grad-CAM"), ("gradcam++", "Grad-CAM++"), ("guided_backprop", "guided backprop"),
@@ -33,8 +33,8 @@ GAP = 6
 TEXT_H = 58  # room for three label lines under the photo
 
 
-def _font(size: int) -> object:
-    return render._font(size)  # the SDK's own fallback chain (FreeType default font, else the bitmap one)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)  # Pillow's bundled font (its wheels carry FreeType)
 
 
 @contextmanager
@@ -50,7 +50,10 @@ def _own_server() -> Iterator[tuple[str, str]]:
             run_dir=Path(tmp) / "run", model_store=store, models=[MODEL], overrides=ctl.free_port_overrides()
         )
         try:
-            yield server.endpoints.grpc, server.keys.inference
+            keys = server.keys
+            if keys is None:
+                raise RuntimeError("the demo server runs with token authorization: no keys were written")
+            yield server.endpoints.grpc, keys.inference
         finally:
             server.stop()
 
@@ -92,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", help="gRPC address of a running camserve server (default: start one)")
     parser.add_argument("--token-file", type=Path, help="its key_file.json (with --address)")
-    parser.add_argument("--out", type=Path, default=HERE / "demo.png")
+    parser.add_argument("--out", type=Path, default=SAMPLES / "demo.png")
     args = parser.parse_args(argv)
-    photos = [HERE / f"{name}.jpg" for name in PHOTOS]
+    photos = [SAMPLES / f"{name}.jpg" for name in PHOTOS]
 
     def explain(address: str, token: str | None, token_file: Path | None) -> list[camserve.ExplainResult]:
         with camserve.Client(address, token=token, token_file=token_file, timeout=300.0) as client:
