@@ -14,18 +14,9 @@ Rendering helpers (overlays, panels, the HTML gallery) are in :mod:`camserve.ren
 
 from camserve._aio import AsyncClient
 from camserve._client import Client
+from camserve._maps import Map, MapKey
 from camserve._request import Input
-from camserve._results import (
-    Box,
-    ExplainResult,
-    Geometry,
-    Map,
-    MapKey,
-    ModelEntry,
-    ModelInfo,
-    Prediction,
-    Timing,
-)
+from camserve._results import Box, ExplainResult, Geometry, ModelEntry, ModelInfo, Prediction, Timing
 from camserve.errors import (
     CamserveError,
     DeadlineExceeded,

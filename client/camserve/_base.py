@@ -17,16 +17,10 @@ from camserve_proto.org.pytorch.serve.grpc.management import management_pb2
 from google.protobuf import empty_pb2
 
 from camserve._auth import TokenSource
+from camserve._decode import decode_explain_response, decode_model_info
 from camserve._images import is_single_image
 from camserve._request import ExplainOptions, Input, build_request, image_messages
-from camserve._results import (
-    ExplainResult,
-    ModelEntry,
-    ModelInfo,
-    Timing,
-    decode_explain_response,
-    decode_model_info,
-)
+from camserve._results import ExplainResult, ModelEntry, ModelInfo, Timing
 from camserve._transport import (
     DEFAULT_MAX_MESSAGE_BYTES,
     CallState,
@@ -167,10 +161,6 @@ class ClientBase:
     # ---- explain ----
 
     @staticmethod
-    def _explain_options(**kwargs: object) -> ExplainOptions:
-        return ExplainOptions.build(**kwargs)  # type: ignore[arg-type]
-
-    @staticmethod
     def _as_list(images: object) -> tuple[list[object], bool]:
         """Splits the call's images into a list, remembering whether one image was given."""
         if is_single_image(images):
@@ -270,11 +260,3 @@ def check_model(model: object) -> str:
     if not isinstance(model, str) or not model:
         raise InvalidArgument(f"model must be a non-empty model name, got {model!r}", field="model")
     return model
-
-
-def check_many(concurrency: int, batch_size: int) -> None:
-    """Validates explain_many's knobs."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidArgument(f"concurrency must be a positive integer, got {concurrency!r}", field="concurrency")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgument(f"batch_size must be a positive integer, got {batch_size!r}", field="batch_size")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +34,24 @@ def test_same_methods_and_signatures(name: str) -> None:
     )
     if name != "explain_many":
         assert inspect.iscoroutinefunction(getattr(camserve.AsyncClient, name))
+
+
+def test_explain_options_are_declared_once_and_documented() -> None:
+    # both clients take the same typed options; the keys are the ones client/README.md and Client.explain document
+    from camserve._options import ExplainManyArgs, ExplainOneArgs
+
+    for name, options in (("explain", ExplainOneArgs), ("explain_many", ExplainManyArgs)):
+        for cls in (camserve.Client, camserve.AsyncClient):
+            parameter = inspect.signature(getattr(cls, name)).parameters["options"]
+            assert parameter.kind is inspect.Parameter.VAR_KEYWORD
+            assert parameter.annotation == f"Unpack[{options.__name__}]", (cls, name)
+    readme = (Path(__file__).resolve().parents[2] / "client" / "README.md").read_text()
+    signature = readme[readme.index("`explain(images, *, model, ") : readme.index("— one image gives")]
+    documented = set(re.findall(r"(\w+)=", signature)) | {"timeout", "headers"}  # "each takes timeout= and headers="
+    assert documented == set(ExplainOneArgs.__annotations__)
+    docstring = camserve.Client.explain.__doc__ or ""
+    assert all(f"``{key}``" in docstring for key in ExplainOneArgs.__annotations__)
+    assert {"concurrency", "batch_size"} == set(ExplainManyArgs.__annotations__) - set(ExplainOneArgs.__annotations__)
 
 
 @pytest.mark.asyncio
