@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -13,15 +11,12 @@ from typing import Any, TypeVar, Unpack, overload
 
 import grpc
 import grpc.aio
-from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2_grpc
-from camserve_proto.org.pytorch.serve.grpc.management import management_pb2_grpc
 
-from camserve._base import MAX_PAGES, ClientBase, PreparedBatch, check_model
+from camserve._base import ClientBase, PreparedBatch, check_model
 from camserve._images import ImageLike
 from camserve._options import ExplainCall, ExplainManyArgs, ExplainOneArgs, explain_call, explain_many_call
 from camserve._results import ExplainResult, ModelEntry, ModelInfo
-from camserve._transport import DEFAULT_MAX_MESSAGE_BYTES, TlsLike
-from camserve.errors import CamserveError, from_rpc_error
+from camserve.errors import CamserveError
 
 T = TypeVar("T")
 
@@ -59,49 +54,7 @@ class AsyncClient(ClientBase):
     See :class:`camserve.Client` for the arguments. Create and use it inside one running event loop.
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        management_token: str | None = None,
-        management_address: str | None = None,
-        tls: TlsLike = False,
-        timeout: float = 30.0,
-        retries: int = 3,
-        backoff: float = 0.2,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        headers: Mapping[str, str] | None = None,
-        channel_args: Sequence[tuple[str, object]] = (),
-    ) -> None:
-        super().__init__(
-            address,
-            token=token,
-            token_file=token_file,
-            management_token=management_token,
-            management_address=management_address,
-            tls=tls,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_message_bytes=max_message_bytes,
-            headers=headers,
-            channel_args=channel_args,
-        )
-        self._channel = self._open(self.address)
-        self._stub = inference_pb2_grpc.InferenceAPIsServiceStub(self._channel)
-        self._management_channel: grpc.aio.Channel | None = None
-
-    def _open(self, address: str) -> grpc.aio.Channel:
-        if self._credentials is None:
-            return grpc.aio.insecure_channel(address, options=self._channel_options)
-        return grpc.aio.secure_channel(address, self._credentials, options=self._channel_options)
-
-    def _management_stub(self) -> management_pb2_grpc.ManagementAPIsServiceStub:
-        if self._management_channel is None:
-            self._management_channel = self._open(self.management_address)
-        return management_pb2_grpc.ManagementAPIsServiceStub(self._management_channel)
+    _grpc = grpc.aio
 
     async def close(self) -> None:
         """Closes the channels; later calls raise. Idempotent."""
@@ -130,17 +83,11 @@ class AsyncClient(ClientBase):
         """One logical call: deadline, metadata, retries (same policy as the sync client)."""
         state = self._state(timeout, kind, request)
         while True:
-            remaining = state.remaining()
             try:
-                response = await method(request, timeout=remaining, metadata=self._metadata(kind, headers))
+                response = await method(request, timeout=state.remaining(), metadata=self._metadata(kind, headers))
                 return response, state.elapsed_ms()
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-            except CamserveError as exc:
-                error = exc
-            delay = state.next_step(error)
-            if delay is None:
-                raise state.final(error) from None
+            except (grpc.RpcError, CamserveError) as exc:  # CamserveError: e.g. an unreadable token file
+                delay = self._retry_delay(state, exc)
             await asyncio.sleep(delay)
 
     async def ping(self, *, timeout: float | None = None, headers: Mapping[str, str] | None = None) -> str:
@@ -166,19 +113,13 @@ class AsyncClient(ClientBase):
     ) -> list[ModelEntry]:
         """See :meth:`camserve.Client.models`."""
         stub = self._management_stub()
-        ends = time.monotonic() + (self.timeout if timeout is None else timeout)
-        entries: list[ModelEntry] = []
-        token: int | None = 0
-        pages = 0
-        while token is not None and pages < MAX_PAGES:
-            left = max(ends - time.monotonic(), 1e-3)
+        pages = self._model_pages(timeout)
+        while (step := pages.next()) is not None:
             response, _ = await self._call(
-                stub.ListModels, self._models_page(token), timeout=left, headers=headers, kind="management"
+                stub.ListModels, step.request, timeout=step.timeout, headers=headers, kind="management"
             )
-            page, token = self._parse_models_page(response)
-            entries.extend(page)
-            pages += 1
-        return entries
+            pages.add(response)
+        return pages.entries
 
     @overload
     async def explain(self, images: ImageLike, *, model: str, **options: Unpack[ExplainOneArgs]) -> ExplainResult: ...

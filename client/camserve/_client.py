@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import time
 import uuid
 from collections import deque
@@ -12,15 +11,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, Unpack, overload
 
 import grpc
-from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2_grpc
-from camserve_proto.org.pytorch.serve.grpc.management import management_pb2_grpc
 
-from camserve._base import MAX_PAGES, ClientBase, PreparedBatch, check_model
+from camserve._base import ClientBase, PreparedBatch, check_model
 from camserve._images import ImageLike
 from camserve._options import ExplainCall, ExplainManyArgs, ExplainOneArgs, explain_call, explain_many_call
 from camserve._results import ExplainResult, ModelEntry, ModelInfo
-from camserve._transport import DEFAULT_MAX_MESSAGE_BYTES, TlsLike
-from camserve.errors import CamserveError, from_rpc_error
+from camserve.errors import CamserveError
 
 T = TypeVar("T")
 
@@ -69,49 +65,7 @@ class Client(ClientBase):
         InvalidArgument: A setting is malformed (address, timeout, retries, certificates).
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        management_token: str | None = None,
-        management_address: str | None = None,
-        tls: TlsLike = False,
-        timeout: float = 30.0,
-        retries: int = 3,
-        backoff: float = 0.2,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        headers: Mapping[str, str] | None = None,
-        channel_args: Sequence[tuple[str, object]] = (),
-    ) -> None:
-        super().__init__(
-            address,
-            token=token,
-            token_file=token_file,
-            management_token=management_token,
-            management_address=management_address,
-            tls=tls,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_message_bytes=max_message_bytes,
-            headers=headers,
-            channel_args=channel_args,
-        )
-        self._channel = self._open(self.address)
-        self._stub = inference_pb2_grpc.InferenceAPIsServiceStub(self._channel)
-        self._management_channel: grpc.Channel | None = None
-
-    def _open(self, address: str) -> grpc.Channel:
-        if self._credentials is None:
-            return grpc.insecure_channel(address, options=self._channel_options)
-        return grpc.secure_channel(address, self._credentials, options=self._channel_options)
-
-    def _management_stub(self) -> management_pb2_grpc.ManagementAPIsServiceStub:
-        if self._management_channel is None:
-            self._management_channel = self._open(self.management_address)
-        return management_pb2_grpc.ManagementAPIsServiceStub(self._management_channel)
+    _grpc = grpc
 
     def close(self) -> None:
         """Closes the channels; later calls raise. Idempotent."""
@@ -140,17 +94,11 @@ class Client(ClientBase):
         """One logical call: deadline, metadata, retries. Returns the response and the elapsed milliseconds."""
         state = self._state(timeout, kind, request)
         while True:
-            remaining = state.remaining()
             try:
-                response = method(request, timeout=remaining, metadata=self._metadata(kind, headers))
+                response = method(request, timeout=state.remaining(), metadata=self._metadata(kind, headers))
                 return response, state.elapsed_ms()
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-            except CamserveError as exc:  # e.g. an unreadable token file
-                error = exc
-            delay = state.next_step(error)
-            if delay is None:
-                raise state.final(error) from None
+            except (grpc.RpcError, CamserveError) as exc:  # CamserveError: e.g. an unreadable token file
+                delay = self._retry_delay(state, exc)
             time.sleep(delay)
 
     # ---- public calls ----
@@ -192,20 +140,13 @@ class Client(ClientBase):
             Unavailable: The management port cannot be reached.
         """
         stub = self._management_stub()
-        state_timeout = self.timeout if timeout is None else timeout
-        ends = time.monotonic() + state_timeout
-        entries: list[ModelEntry] = []
-        token: int | None = 0
-        pages = 0
-        while token is not None and pages < MAX_PAGES:
-            left = max(ends - time.monotonic(), 1e-3)
+        pages = self._model_pages(timeout)
+        while (step := pages.next()) is not None:
             response, _ = self._call(
-                stub.ListModels, self._models_page(token), timeout=left, headers=headers, kind="management"
+                stub.ListModels, step.request, timeout=step.timeout, headers=headers, kind="management"
             )
-            page, token = self._parse_models_page(response)
-            entries.extend(page)
-            pages += 1
-        return entries
+            pages.add(response)
+        return pages.entries
 
     @overload
     def explain(self, images: ImageLike, *, model: str, **options: Unpack[ExplainOneArgs]) -> ExplainResult: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
 import threading
 import time
@@ -52,6 +53,35 @@ def test_explain_options_are_declared_once_and_documented() -> None:
     docstring = camserve.Client.explain.__doc__ or ""
     assert all(f"``{key}``" in docstring for key in ExplainOneArgs.__annotations__)
     assert {"concurrency", "batch_size"} == set(ExplainManyArgs.__annotations__) - set(ExplainOneArgs.__annotations__)
+
+
+CALLER = """\
+import camserve
+
+def use(client: camserve.Client, aio: camserve.AsyncClient) -> None:
+    one: camserve.ExplainResult = client.explain("a.jpg", model="m", methods=["gradcam"], top_k=2)
+    many: list[camserve.ExplainResult] = client.explain(["a.jpg"], model="m", request_id="r", timeout=5.0)
+    client.explain("a.jpg", model="m", method="gradcam")
+    client.explain("a.jpg", model="m", top_k="2")
+    client.explain_many(["a.jpg"], model="m", request_id="r")
+    aio.explain_many(["a.jpg"], model="m", concurrency=2, batch_size=2, strict=True)
+    aio.explain(b"x", model="m", concurrency=2)
+"""
+
+
+def test_explain_options_are_typed_for_callers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # mypy --strict sees every keyword with its type (an IDE sees the same): misspelt, mistyped and misplaced
+    # keywords are errors, the documented ones are not
+    from mypy import api
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "caller.py").write_text(CALLER)
+    monkeypatch.setenv("MYPYPATH", os.pathsep.join([str(root / "client"), str(root / "proto")]))
+    args = ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), "--follow-imports", "silent"]
+    report, _, _ = api.run([*args, "--ignore-missing-imports", "--python-version", "3.11", str(tmp_path / "caller.py")])
+    errors = sorted({int(line.split(":")[1]) for line in report.splitlines() if ": error:" in line})
+    assert errors == [6, 7, 8, 10], report
+    assert 'did you mean "methods"' in report
 
 
 @pytest.mark.asyncio
