@@ -264,15 +264,40 @@ def test_token_cleaning_and_plain_text_file(tmp_path: Path) -> None:
     assert source.inference_key() == source.management_key() == "xyz"
 
 
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [("{not json", "not valid JSON"), ('{"API": {"key": "a"}}', "neither"), ("", "empty")],
-)
-def test_bad_token_files_raise_unauthenticated(tmp_path: Path, content: str, message: str) -> None:
+def test_bad_token_file_raises_unauthenticated(tmp_path: Path) -> None:
+    path = tmp_path / "key_file.json"
+    path.write_text('{"API": {"key": "a"}}')
+    with pytest.raises(camserve.Unauthenticated, match="neither"):
+        TokenSource(token_file=path, environ={}).inference_key()
+
+
+@pytest.mark.parametrize(("content", "message"), [("{not json", "not valid JSON"), ("", "empty"), ("  \n", "empty")])
+def test_token_file_being_written_means_no_key_yet(tmp_path: Path, content: str, message: str) -> None:
+    # TorchServe writes key_file.json as it starts: read at that instant, it is empty or half-written JSON
     path = tmp_path / "key_file.json"
     path.write_text(content)
-    with pytest.raises(camserve.Unauthenticated, match=message):
-        TokenSource(token_file=path, environ={}).inference_key()
+    source = TokenSource(token_file=path, environ={})
+    assert source.inference_key() is None and source.management_key() is None
+    assert message in source.describe()  # what a refusal of the keyless call reports
+    assert not source.refresh()
+    key_file(path, "i", "m")
+    assert source.refresh() and source.inference_key() == "i"
+
+
+def test_unreadable_token_file_is_named_in_the_refusal(
+    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    fake.token = "right"
+    path = tmp_path / "key_file.json"
+    path.write_text("")
+    with (
+        camserve.Client(fake.address, token_file=path, **client_kwargs) as client,
+        pytest.raises(camserve.Unauthenticated, match="is empty"),
+    ):
+        client.ping()
+    key_file(path, "right", "m")  # written by the time the refusal re-reads it: the call goes through
+    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
+        assert client.ping() == "Healthy"
 
 
 def test_missing_token_file_means_no_key_yet(tmp_path: Path) -> None:
