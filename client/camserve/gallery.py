@@ -60,10 +60,7 @@ class _Style:
 
     def check(self) -> None:
         """Raises :class:`~camserve.errors.InvalidArgument` for a style the pictures cannot use."""
-        render.colormap(self.cmap)
-        render.display_kind(Map("", "", 0, np.zeros((1, 1), np.float32)), self.gradients)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise InvalidArgument(f"alpha must be in [0, 1], got {self.alpha}", field="alpha")
+        render.check_style(cmap=self.cmap, alpha=self.alpha, gradients=self.gradients)
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
             raise InvalidArgument(f"size must be a positive number of pixels, got {self.size!r}", field="size")
 

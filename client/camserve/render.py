@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -33,6 +33,8 @@ from camserve.errors import InvalidArgument
 
 __all__ = [
     "COLORMAPS",
+    "GradientDisplay",
+    "check_style",
     "colorbar",
     "colorize",
     "colormap",
@@ -91,9 +93,22 @@ def display_kind(m: Map, gradients: GradientDisplay = "heat") -> Literal["overla
     Raises:
         InvalidArgument: ``gradients`` is neither ``"heat"`` nor ``"gradient"``.
     """
-    if gradients not in ("heat", "gradient"):
-        raise InvalidArgument(f"gradients must be 'heat' or 'gradient', got {gradients!r}", field="gradients")
+    check_style(gradients=gradients)
     return gradients if m.is_gradient else "overlay"
+
+
+def check_style(*, cmap: str = "inferno", alpha: float = 0.8, gradients: GradientDisplay = "heat") -> None:
+    """Checks drawing options the way every picture here does, so a caller can check them before drawing many.
+
+    Raises:
+        InvalidArgument: ``cmap`` is not a vendored colormap, ``alpha`` is outside [0, 1], or ``gradients`` is
+            neither ``"heat"`` nor ``"gradient"``.
+    """
+    table(cmap)
+    if not 0.0 <= alpha <= 1.0:
+        raise InvalidArgument(f"alpha must be in [0, 1], got {alpha}", field="alpha")
+    if gradients not in get_args(GradientDisplay):
+        raise InvalidArgument(f"gradients must be 'heat' or 'gradient', got {gradients!r}", field="gradients")
 
 
 def _heat(heatmap: Map | np.ndarray, reduction: Reduction) -> np.ndarray:
@@ -169,8 +184,7 @@ def overlay(
         InvalidArgument: ``alpha`` outside [0, 1], a map that is not ``[H, W]`` / ``[C, H, W]``, an unknown
             ``cmap`` or ``reduction``, or an image that cannot be read.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise InvalidArgument(f"alpha must be in [0, 1], got {alpha}", field="alpha")
+    check_style(cmap=cmap, alpha=alpha)
     base = load_rgb(image)
     width, height = _display_size(base.width, base.height, size)
     base = _resized(base, width, height)
