@@ -83,8 +83,9 @@ class AsyncClient(ClientBase):
         """One logical call: deadline, metadata, retries (same policy as the sync client)."""
         state = self._state(timeout, kind, request)
         while True:
+            remaining = state.remaining()  # raises DeadlineExceeded, as it is, when no time is left
             try:
-                response = await method(request, timeout=state.remaining(), metadata=self._metadata(kind, headers))
+                response = await method(request, timeout=remaining, metadata=self._metadata(kind, headers))
                 return response, state.elapsed_ms()
             except (grpc.RpcError, CamserveError) as exc:  # CamserveError: e.g. an unreadable token file
                 delay = self._retry_delay(state, exc)

@@ -94,8 +94,9 @@ class Client(ClientBase):
         """One logical call: deadline, metadata, retries. Returns the response and the elapsed milliseconds."""
         state = self._state(timeout, kind, request)
         while True:
+            remaining = state.remaining()  # raises DeadlineExceeded, as it is, when no time is left
             try:
-                response = method(request, timeout=state.remaining(), metadata=self._metadata(kind, headers))
+                response = method(request, timeout=remaining, metadata=self._metadata(kind, headers))
                 return response, state.elapsed_ms()
             except (grpc.RpcError, CamserveError) as exc:  # CamserveError: e.g. an unreadable token file
                 delay = self._retry_delay(state, exc)
