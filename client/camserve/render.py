@@ -357,12 +357,14 @@ def panels(
     """Images side by side (scaled to one height) with a title above each; returns one RGB image.
 
     Raises:
-        InvalidArgument: No images, or not one title per image.
+        InvalidArgument: No images, not one title per image, or a negative ``height`` (0 or None: the tallest).
     """
     if not images:
         raise InvalidArgument("panels needs at least one image", field="images")
     if titles is not None and len(titles) != len(images):
         raise InvalidArgument(f"{len(titles)} titles for {len(images)} images", field="titles")
+    if height is not None and height < 0:
+        raise InvalidArgument(f"height must be a number of pixels, got {height}", field="height")
     h = height or max(im.height for im in images)
     scaled = [_resized(im.convert("RGB"), max(1, round(im.width * h / im.height)), h) for im in images]
     font = _font(font_size)
@@ -389,6 +391,12 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | Image
 
 
 def colorbar(cmap: str = "inferno", width: int = 256, height: int = 12) -> Image.Image:
-    """A horizontal strip of the colormap, low values on the left (the gallery's legend)."""
+    """A horizontal strip of the colormap, low values on the left (the gallery's legend).
+
+    Raises:
+        InvalidArgument: An unknown ``cmap``, or a ``width`` or ``height`` below 1.
+    """
+    if width < 1 or height < 1:
+        raise InvalidArgument(f"a colorbar is at least 1 x 1 pixels, got {width} x {height}", field="size")
     ramp = np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1))
     return Image.fromarray(colorize(ramp, cmap, normalize=False))

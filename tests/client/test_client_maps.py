@@ -152,6 +152,8 @@ HELPER_ERRORS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ("gradient_image(2-D)", lambda: render.gradient_image(_CAM), ValueError, "map"),
     ("display_kind(rgb)", lambda: render.display_kind(_GRAD, "rgb"), ValueError, "gradients"),  # type: ignore[arg-type]
     ("panels([])", lambda: render.panels([]), ValueError, "images"),
+    ("panels(height=-1)", lambda: render.panels([_CANVAS], height=-1), ValueError, "height"),
+    ("colorbar(0 wide)", lambda: render.colorbar(width=0), ValueError, "size"),
     ("panels(titles)", lambda: render.panels([_CANVAS], ["a", "b"]), ValueError, "titles"),
     ("draw_boxes(3 numbers)", lambda: render.draw_boxes(_CANVAS, [(1, 2, 3)]), ValueError, "boxes[0]"),
     (
