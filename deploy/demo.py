@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import camserve
+import camserve.gallery as gallery
 import camserve.render as render
 from PIL import Image, ImageDraw, ImageFont
 
@@ -59,9 +60,9 @@ def shapes_inputs(folder: Path, count: int) -> tuple[list[Path], list[tuple[int,
 
 
 def _heat(result: camserve.ExplainResult, view: Image.Image, method: str, target: int | None = None) -> Image.Image:
-    """The map drawn over the model's view of the image (heat overlay, or a gradient image for guided maps)."""
+    """The map drawn over the model's view of the image (heat overlay, or a gradient image for input gradients)."""
     m = result.map(method, target=target)
-    if render.display_kind(m) == "gradient":
+    if render.display_kind(m, gradients="gradient") == "gradient":
         return render.gradient_image(m, size=max(view.size))
     return render.overlay(view, m)
 
@@ -136,7 +137,7 @@ def run(address: str, key_file: Path | None, served: Sequence[str], out: Path) -
     """Sends the demo requests and writes the pictures; returns the files written and one sample image."""
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    entries: list[render.GalleryEntry] = []
+    entries: list[gallery.Entry] = []
     records: list[dict[str, Any]] = []
     sample: Path | None = None
     with camserve.Client(address, token_file=key_file, timeout=TIMEOUT) as client:
@@ -146,7 +147,7 @@ def run(address: str, key_file: Path | None, served: Sequence[str], out: Path) -
             sample = paths[0]
         if CLASSIFIER in served:
             results = client.explain(paths, model=CLASSIFIER, methods=CLASSIFIER_METHODS)
-            entries += [render.GalleryEntry(p.name, p, r) for p, r in zip(paths, results, strict=True)]
+            entries += [gallery.Entry(p.name, p, r) for p, r in zip(paths, results, strict=True)]
             records += [_record(p.name, CLASSIFIER, r) for p, r in zip(paths, results, strict=True)]
             rows = list(zip(paths, results, strict=True))
             written.append(summary_picture(rows, CLASSIFIER_METHODS, out / f"{CLASSIFIER}.png", 160))
@@ -159,7 +160,7 @@ def run(address: str, key_file: Path | None, served: Sequence[str], out: Path) -
                 rows_vae.append((path, regions))
             results = client.explain(inputs, model=VAE, reconstruction=True)
             entries += [
-                render.GalleryEntry(f"{p.name} (VAE)", p, r, regions=regs)
+                gallery.Entry(f"{p.name} (VAE)", p, r, regions=regs)
                 for (p, regs), r in zip(rows_vae, results, strict=True)
             ]
             records += [_record(p.name, VAE, r) for (p, _), r in zip(rows_vae, results, strict=True)]
@@ -168,12 +169,12 @@ def run(address: str, key_file: Path | None, served: Sequence[str], out: Path) -
         if IMAGENET in served:
             photos = sorted(SAMPLES.glob("*.jpg"))
             results = client.explain(photos, model=IMAGENET, methods=IMAGENET_METHODS)
-            entries += [render.GalleryEntry(p.name, p, r) for p, r in zip(photos, results, strict=True)]
+            entries += [gallery.Entry(p.name, p, r) for p, r in zip(photos, results, strict=True)]
             records += [_record(p.name, IMAGENET, r) for p, r in zip(photos, results, strict=True)]
             rows = list(zip(photos, results, strict=True))
             written.append(summary_picture(rows, IMAGENET_METHODS, out / f"{IMAGENET}.png", 224))
             sample = next((p for p in photos if p.stem == "cat"), photos[0] if photos else sample)
-    written.append(render.gallery(entries, out, title="camserve demo: predictions and their explanations"))
+    written.append(gallery.write(entries, out, title="camserve demo: predictions and their explanations"))
     summary = out / "summary.json"
     summary.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
     written.append(summary)

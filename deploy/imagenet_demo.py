@@ -86,7 +86,9 @@ def render_demo(results: Sequence[camserve.ExplainResult], photos: Sequence[Path
         canvas.paste(_labels_tile(view, result), (GAP, y))
         for col, (method, _) in enumerate(COLUMNS, start=1):
             m = result.map(method, LAYER if method != "guided_backprop" else None)
-            picture = render.render_map(path, m, geometry=result.geometry, on_original=False, size=TILE)
+            picture = render.render_map(
+                path, m, geometry=result.geometry, on_original=False, size=TILE, gradients="gradient"
+            )
             canvas.paste(picture.resize((TILE, TILE), Image.Resampling.BILINEAR), (GAP + col * (TILE + GAP), y))
     return canvas
 

@@ -8,24 +8,16 @@
         result = client.explain("cat.jpg", model="imagenet-efficientnet-lite0", methods=["gradcam"])
         print(result.top.label, result.map("gradcam").upsample((224, 224)).normalized().shape)
 
-Rendering helpers (overlays, panels, the HTML gallery) are in :mod:`camserve.render`; the ``camserve`` command is
-:mod:`camserve.cli`. The SDK depends on grpcio, protobuf, numpy and pillow only (no torch).
+Pictures (overlays, gradient images, panels) are in :mod:`camserve.render`, the HTML gallery in
+:mod:`camserve.gallery`; the ``camserve`` command is :mod:`camserve.cli`. The SDK depends on grpcio, protobuf,
+numpy and pillow only (no torch).
 """
 
 from camserve._aio import AsyncClient
 from camserve._client import Client
+from camserve._maps import Map, MapKey
 from camserve._request import Input
-from camserve._results import (
-    Box,
-    ExplainResult,
-    Geometry,
-    Map,
-    MapKey,
-    ModelEntry,
-    ModelInfo,
-    Prediction,
-    Timing,
-)
+from camserve._results import Box, ExplainResult, Geometry, ModelEntry, ModelInfo, Prediction, Timing
 from camserve.errors import (
     CamserveError,
     DeadlineExceeded,

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, Unpack, overload
 
 import grpc
 import grpc.aio
-from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2_grpc
-from camserve_proto.org.pytorch.serve.grpc.management import management_pb2_grpc
 
-from camserve._base import MAX_PAGES, ClientBase, PreparedBatch, check_many, check_model
+from camserve._base import ClientBase, PreparedBatch, check_model
 from camserve._images import ImageLike
-from camserve._request import ExplainOptions, RegionLike, TargetLike
+from camserve._options import ExplainCall, ExplainManyArgs, ExplainOneArgs, explain_call, explain_many_call
 from camserve._results import ExplainResult, ModelEntry, ModelInfo
-from camserve._transport import DEFAULT_MAX_MESSAGE_BYTES, TlsLike
-from camserve.errors import CamserveError, from_rpc_error
+from camserve.errors import CamserveError
 
 T = TypeVar("T")
 
@@ -59,49 +54,7 @@ class AsyncClient(ClientBase):
     See :class:`camserve.Client` for the arguments. Create and use it inside one running event loop.
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        management_token: str | None = None,
-        management_address: str | None = None,
-        tls: TlsLike = False,
-        timeout: float = 30.0,
-        retries: int = 3,
-        backoff: float = 0.2,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        headers: Mapping[str, str] | None = None,
-        channel_args: Sequence[tuple[str, object]] = (),
-    ) -> None:
-        super().__init__(
-            address,
-            token=token,
-            token_file=token_file,
-            management_token=management_token,
-            management_address=management_address,
-            tls=tls,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_message_bytes=max_message_bytes,
-            headers=headers,
-            channel_args=channel_args,
-        )
-        self._channel = self._open(self.address)
-        self._stub = inference_pb2_grpc.InferenceAPIsServiceStub(self._channel)
-        self._management_channel: grpc.aio.Channel | None = None
-
-    def _open(self, address: str) -> grpc.aio.Channel:
-        if self._credentials is None:
-            return grpc.aio.insecure_channel(address, options=self._channel_options)
-        return grpc.aio.secure_channel(address, self._credentials, options=self._channel_options)
-
-    def _management_stub(self) -> management_pb2_grpc.ManagementAPIsServiceStub:
-        if self._management_channel is None:
-            self._management_channel = self._open(self.management_address)
-        return management_pb2_grpc.ManagementAPIsServiceStub(self._management_channel)
+    _grpc = grpc.aio
 
     async def close(self) -> None:
         """Closes the channels; later calls raise. Idempotent."""
@@ -130,17 +83,12 @@ class AsyncClient(ClientBase):
         """One logical call: deadline, metadata, retries (same policy as the sync client)."""
         state = self._state(timeout, kind, request)
         while True:
-            remaining = state.remaining()
+            remaining = state.remaining()  # raises DeadlineExceeded, as it is, when no time is left
             try:
                 response = await method(request, timeout=remaining, metadata=self._metadata(kind, headers))
                 return response, state.elapsed_ms()
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-            except CamserveError as exc:
-                error = exc
-            delay = state.next_step(error)
-            if delay is None:
-                raise state.final(error) from None
+            except (grpc.RpcError, CamserveError) as exc:  # CamserveError: e.g. an unreadable token file
+                delay = self._retry_delay(state, exc)
             await asyncio.sleep(delay)
 
     async def ping(self, *, timeout: float | None = None, headers: Mapping[str, str] | None = None) -> str:
@@ -166,176 +114,64 @@ class AsyncClient(ClientBase):
     ) -> list[ModelEntry]:
         """See :meth:`camserve.Client.models`."""
         stub = self._management_stub()
-        ends = time.monotonic() + (self.timeout if timeout is None else timeout)
-        entries: list[ModelEntry] = []
-        token: int | None = 0
-        pages = 0
-        while token is not None and pages < MAX_PAGES:
-            left = max(ends - time.monotonic(), 1e-3)
+        pages = self._model_pages(timeout)
+        while (step := pages.next()) is not None:
             response, _ = await self._call(
-                stub.ListModels, self._models_page(token), timeout=left, headers=headers, kind="management"
+                stub.ListModels, step.request, timeout=step.timeout, headers=headers, kind="management"
             )
-            page, token = self._parse_models_page(response)
-            entries.extend(page)
-            pages += 1
-        return entries
+            pages.add(response)
+        return pages.entries
+
+    @overload
+    async def explain(self, images: ImageLike, *, model: str, **options: Unpack[ExplainOneArgs]) -> ExplainResult: ...
 
     @overload
     async def explain(
-        self,
-        images: ImageLike,
-        *,
-        model: str,
-        version: str = "",
-        methods: Sequence[str] | str | None = None,
-        layers: Sequence[str] | str | None = None,
-        target: TargetLike | None = None,
-        top_k: int | None = None,
-        regions: Sequence[RegionLike] | None = None,
-        encoding: str | None = None,
-        resolution: str | None = None,
-        reconstruction: bool = False,
-        top_predictions: int | None = None,
-        strict: bool = False,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> ExplainResult: ...
-
-    @overload
-    async def explain(
-        self,
-        images: Sequence[Any],
-        *,
-        model: str,
-        version: str = "",
-        methods: Sequence[str] | str | None = None,
-        layers: Sequence[str] | str | None = None,
-        target: TargetLike | None = None,
-        top_k: int | None = None,
-        regions: Sequence[RegionLike] | None = None,
-        encoding: str | None = None,
-        resolution: str | None = None,
-        reconstruction: bool = False,
-        top_predictions: int | None = None,
-        strict: bool = False,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, images: Sequence[Any], *, model: str, **options: Unpack[ExplainOneArgs]
     ) -> list[ExplainResult]: ...
 
     async def explain(
-        self,
-        images: Any,
-        *,
-        model: str,
-        version: str = "",
-        methods: Sequence[str] | str | None = None,
-        layers: Sequence[str] | str | None = None,
-        target: TargetLike | None = None,
-        top_k: int | None = None,
-        regions: Sequence[RegionLike] | None = None,
-        encoding: str | None = None,
-        resolution: str | None = None,
-        reconstruction: bool = False,
-        top_predictions: int | None = None,
-        strict: bool = False,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, images: Any, *, model: str, **options: Unpack[ExplainOneArgs]
     ) -> ExplainResult | list[ExplainResult]:
         """See :meth:`camserve.Client.explain`. Images are read and encoded in a worker thread."""
         check_model(model)
-        options = self._explain_options(
-            methods=methods,
-            layers=layers,
-            target=target,
-            top_k=top_k,
-            regions=regions,
-            encoding=encoding,
-            resolution=resolution,
-            reconstruction=reconstruction,
-            top_predictions=top_predictions,
-        )
+        call = explain_call(options)
         items, single = self._as_list(images)
-        batch = await asyncio.to_thread(self._prepare, items, 0, options, request_id or uuid.uuid4().hex)
-        results = await self._run_batch(batch, model, version, timeout, headers)
-        return self._finish(results, single, strict)
+        batch = await asyncio.to_thread(self._prepare, items, 0, call.options, call.request_id or uuid.uuid4().hex)
+        results = await self._run_batch(batch, model, call)
+        return self._finish(results, single, call.strict)
 
-    async def _run_batch(
-        self,
-        batch: PreparedBatch,
-        model: str,
-        version: str,
-        timeout: float | None,
-        headers: Mapping[str, str] | None,
-    ) -> list[ExplainResult]:
+    async def _run_batch(self, batch: PreparedBatch, model: str, call: ExplainCall) -> list[ExplainResult]:
         if batch.request is None:
             return self._assemble(batch, None, model, 0.0)
-        request = self._predictions_request(model, version, batch.request)
-        response, elapsed = await self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
+        request = self._predictions_request(model, call.version, batch.request)
+        response, elapsed = await self._call(
+            self._stub.Predictions, request, timeout=call.timeout, headers=call.headers
+        )
         return self._assemble(batch, response, model, elapsed)
 
     def explain_many(
-        self,
-        images: Iterable[Any] | AsyncIterable[Any],
-        *,
-        model: str,
-        version: str = "",
-        methods: Sequence[str] | str | None = None,
-        layers: Sequence[str] | str | None = None,
-        target: TargetLike | None = None,
-        top_k: int | None = None,
-        regions: Sequence[RegionLike] | None = None,
-        encoding: str | None = None,
-        resolution: str | None = None,
-        reconstruction: bool = False,
-        top_predictions: int | None = None,
-        concurrency: int = 4,
-        batch_size: int = 1,
-        strict: bool = False,
-        timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, images: Iterable[Any] | AsyncIterable[Any], *, model: str, **options: Unpack[ExplainManyArgs]
     ) -> AsyncIterator[ExplainResult]:
         """See :meth:`camserve.Client.explain_many`; use with ``async for``. ``images`` may be an async iterable."""
         check_model(model)
-        check_many(concurrency, batch_size)
-        options = self._explain_options(
-            methods=methods,
-            layers=layers,
-            target=target,
-            top_k=top_k,
-            regions=regions,
-            encoding=encoding,
-            resolution=resolution,
-            reconstruction=reconstruction,
-            top_predictions=top_predictions,
-        )
-        self._state(timeout)
-        return self._stream(images, model, version, options, concurrency, batch_size, strict, timeout, headers)
+        call = explain_many_call(options)
+        self._state(call.timeout)
+        return self._stream(images, model, call)
 
     async def _stream(
-        self,
-        images: Iterable[Any] | AsyncIterable[Any],
-        model: str,
-        version: str,
-        options: ExplainOptions,
-        concurrency: int,
-        batch_size: int,
-        strict: bool,
-        timeout: float | None,
-        headers: Mapping[str, str] | None,
+        self, images: Iterable[Any] | AsyncIterable[Any], model: str, call: ExplainCall
     ) -> AsyncIterator[ExplainResult]:
         async def work(start: int, items: list[Any]) -> list[ExplainResult]:
-            batch = await asyncio.to_thread(self._prepare, items, start, options, uuid.uuid4().hex)
-            return await self._run_batch(batch, model, version, timeout, headers)
+            batch = await asyncio.to_thread(self._prepare, items, start, call.options, uuid.uuid4().hex)
+            return await self._run_batch(batch, model, call)
 
-        source = _chunks(images, batch_size)
+        source = _chunks(images, call.batch_size)
         pending: deque[asyncio.Task[list[ExplainResult]]] = deque()
         try:
             async for start, items in source:
                 pending.append(asyncio.ensure_future(work(start, items)))
-                if len(pending) == concurrency:
+                if len(pending) == call.concurrency:
                     break
             while pending:
                 results = await pending.popleft()
@@ -343,7 +179,7 @@ class AsyncClient(ClientBase):
                 if following is not None:
                     pending.append(asyncio.ensure_future(work(*following)))
                 for result in results:
-                    if strict:
+                    if call.strict:
                         result.raise_for_error()
                     yield result
         finally:

@@ -43,8 +43,9 @@ def _clean(token: str | None) -> str | None:
     return token or None
 
 
-class _MissingKeyFile(Unauthenticated):
-    """The key file is not there (yet): TorchServe writes it when it starts and removes it when it stops."""
+class _KeyFileNotReady(Unauthenticated):
+    """The key file is not there, or not completely written: TorchServe writes it when it starts (an instant when it
+    is empty or half-written JSON) and removes it when it stops."""
 
 
 def _missing_message(path: Path) -> str:
@@ -58,18 +59,18 @@ def _parse_key_file(path: Path) -> _Keys:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise _MissingKeyFile(_missing_message(path)) from None
+        raise _KeyFileNotReady(_missing_message(path)) from None
     except OSError as exc:
         raise Unauthenticated(f"cannot read token file {path}: {exc.strerror or exc}") from None
     if not text.lstrip().startswith("{"):
         key = _clean(text)
         if key is None:
-            raise Unauthenticated(f"token file {path} is empty")
+            raise _KeyFileNotReady(f"token file {path} is empty")
         return _Keys(inference=key, management=key)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise Unauthenticated(f"token file {path} is not valid JSON: {exc.msg}") from None
+        raise _KeyFileNotReady(f"token file {path} is not valid JSON: {exc.msg}") from None
 
     def key_of(section: str) -> str | None:
         entry = data.get(section) if isinstance(data, dict) else None
@@ -125,8 +126,10 @@ class TokenSource:
             return f"inference key from ${TOKEN_ENV}"
         if self._file is None:
             return f"no {kind} key was given"
-        if not self._file.exists():
-            return _missing_message(self._file)
+        try:
+            _parse_key_file(self._file)
+        except Unauthenticated as exc:  # say what is wrong with the file: the server's refusal does not
+            return exc.message
         return f"{kind} key from token file {self._file}"
 
     def _file_keys(self, force: bool = False) -> _Keys | None:
@@ -147,10 +150,11 @@ class TokenSource:
                     # The file vanished or is half-written: the server is restarting. Keep the last keys; the
                     # call then fails as UNAVAILABLE (retried) and the new file is read once it is there.
                     return self._keys
-                if isinstance(exc, _MissingKeyFile) and not force:
-                    # Never read and not there: the server has not started yet. Call without a key: a server
-                    # that is down answers UNAVAILABLE (retried); one that is up refuses the call, and the
-                    # refusal re-reads the file, which it has written by then.
+                if isinstance(exc, _KeyFileNotReady) and not force:
+                    # Never read, and not there or still being written: the server is starting. Call without a
+                    # key: a server that is down answers UNAVAILABLE (retried); one that is up refuses the call,
+                    # and the refusal re-reads the file, which it has written by then (if it still cannot be
+                    # read, the refusal is raised, saying what is wrong with the file).
                     return None
                 raise
             self._keys, self._stamp = keys, stamp

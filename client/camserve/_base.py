@@ -6,27 +6,24 @@ import dataclasses
 import json
 import os
 import random
+import time
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
+import grpc
 import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
-from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2
-from camserve_proto.org.pytorch.serve.grpc.management import management_pb2
+from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2, inference_pb2_grpc
+from camserve_proto.org.pytorch.serve.grpc.management import management_pb2, management_pb2_grpc
 from google.protobuf import empty_pb2
 
 from camserve._auth import TokenSource
+from camserve._decode import decode_explain_response, decode_model_info
 from camserve._images import is_single_image
 from camserve._request import ExplainOptions, Input, build_request, image_messages
-from camserve._results import (
-    ExplainResult,
-    ModelEntry,
-    ModelInfo,
-    Timing,
-    decode_explain_response,
-    decode_model_info,
-)
+from camserve._results import ExplainResult, ModelEntry, ModelInfo, Timing
 from camserve._transport import (
     DEFAULT_MAX_MESSAGE_BYTES,
     CallState,
@@ -38,7 +35,7 @@ from camserve._transport import (
     metadata,
     resolve_address,
 )
-from camserve.errors import CamserveError, Internal, InvalidArgument, from_code
+from camserve.errors import CamserveError, Internal, InvalidArgument, from_code, from_rpc_error
 
 # Upper bound on pages read by models(); TorchServe pages hold up to 1000 models.
 MAX_PAGES = 100
@@ -57,8 +54,63 @@ class PreparedBatch:
     ids: tuple[str, ...]  # every image's id, by position
 
 
+class ModelPages:
+    """The pages of one ``models()`` call: which page to ask for next, with what is left of the deadline.
+
+    Both clients run the same loop, with or without ``await``::
+
+        while (step := pages.next()) is not None:
+            pages.add(call(step.request, timeout=step.timeout))
+        return pages.entries
+    """
+
+    def __init__(self, ends: float) -> None:
+        self.ends = ends
+        self.entries: list[ModelEntry] = []
+        self._token: int | None = 0
+        self._pages = 0
+
+    def next(self) -> PageStep | None:
+        """The next page's request, or None after the last page (or :data:`MAX_PAGES` of them)."""
+        if self._token is None or self._pages >= MAX_PAGES:
+            return None
+        request = management_pb2.ListModelsRequest(limit=_PAGE, next_page_token=self._token)
+        return PageStep(request, max(self.ends - time.monotonic(), 1e-3))
+
+    def add(self, response: management_pb2.ManagementResponse) -> None:
+        """Reads one page's models and the next page's token.
+
+        Raises:
+            Internal: The management API's answer is not the JSON TorchServe writes.
+        """
+        try:
+            data = json.loads(response.msg)
+            entries = [ModelEntry(name=str(m["modelName"]), url=str(m.get("modelUrl", ""))) for m in data["models"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise Internal(f"malformed ListModels answer from the management API ({type(exc).__name__})") from None
+        self.entries.extend(entries)
+        self._pages += 1
+        token = data.get("nextPageToken")
+        self._token = None if len(entries) < _PAGE or token in (None, "") else int(token)
+
+
+class PageStep(NamedTuple):
+    """One ``ListModels`` request and its share of the call's deadline, seconds."""
+
+    request: management_pb2.ListModelsRequest
+    timeout: float
+
+
 class ClientBase:
-    """Settings and request/response handling common to :class:`~camserve.Client` and ``AsyncClient``."""
+    """Settings, channels and request/response handling common to :class:`~camserve.Client` and ``AsyncClient``.
+
+    The two differ only in how a call waits: a subclass names the gRPC module its channels come from
+    (:attr:`_grpc`: ``grpc`` or ``grpc.aio``, which open channels with the same arguments) and makes the calls.
+    The constructor's arguments are documented on :class:`~camserve.Client`.
+    """
+
+    #: The gRPC module that opens this client's channels: ``grpc`` (blocking) or ``grpc.aio`` (asyncio).
+    _grpc: ClassVar[Any]
 
     def __init__(
         self,
@@ -88,6 +140,20 @@ class ClientBase:
         self._channel_options = channel_options(max_message_bytes, channel_args)
         self._rng = random.Random()
         self._closed = False
+        self._channel = self._open(self.address)
+        self._stub = inference_pb2_grpc.InferenceAPIsServiceStub(self._channel)
+        self._management_channel: Any = None
+
+    def _open(self, address: str) -> Any:
+        if self._credentials is None:
+            return self._grpc.insecure_channel(address, options=self._channel_options)
+        return self._grpc.secure_channel(address, self._credentials, options=self._channel_options)
+
+    def _management_stub(self) -> management_pb2_grpc.ManagementAPIsServiceStub:
+        """The management API's stub; its channel is opened on first use (only ``models()`` needs it)."""
+        if self._management_channel is None:
+            self._management_channel = self._open(self.management_address)
+        return management_pb2_grpc.ManagementAPIsServiceStub(self._management_channel)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(address={self.address!r}, timeout={self.timeout:g})"
@@ -100,6 +166,15 @@ class ClientBase:
         size = request.ByteSize() if hasattr(request, "ByteSize") else 0
         seconds = self.timeout if timeout is None else timeout
         return CallState(seconds, self.retry_policy, self.tokens, self._rng, kind, request_bytes=size)
+
+    @staticmethod
+    def _retry_delay(state: CallState, exc: grpc.RpcError | CamserveError) -> float:
+        """After a failed attempt: how long to wait before the next one; raises the call's error if none is due."""
+        error = from_rpc_error(exc) if isinstance(exc, grpc.RpcError) else exc
+        delay = state.next_step(error)
+        if delay is None:
+            raise state.final(error) from None
+        return delay
 
     def _metadata(self, kind: str, headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
         key = self.tokens.management_key() if kind == "management" else self.tokens.inference_key()
@@ -147,28 +222,11 @@ class ClientBase:
             raise Internal(f"malformed response: model {model!r} answered a describe request without model_info")
         return decode_model_info(message, model)
 
-    @staticmethod
-    def _models_page(token: int) -> management_pb2.ListModelsRequest:
-        return management_pb2.ListModelsRequest(limit=_PAGE, next_page_token=token)
-
-    @staticmethod
-    def _parse_models_page(response: management_pb2.ManagementResponse) -> tuple[list[ModelEntry], int | None]:
-        """Returns the page's models and the next page token (None when this was the last page)."""
-        try:
-            data = json.loads(response.msg)
-            entries = [ModelEntry(name=str(m["modelName"]), url=str(m.get("modelUrl", ""))) for m in data["models"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise Internal(f"malformed ListModels answer from the management API ({type(exc).__name__})") from None
-        token = data.get("nextPageToken")
-        if len(entries) < _PAGE or token in (None, ""):
-            return entries, None
-        return entries, int(token)
+    def _model_pages(self, timeout: float | None) -> ModelPages:
+        """The paging of one ``models()`` call; ``timeout`` bounds all of its pages."""
+        return ModelPages(time.monotonic() + (self.timeout if timeout is None else timeout))
 
     # ---- explain ----
-
-    @staticmethod
-    def _explain_options(**kwargs: object) -> ExplainOptions:
-        return ExplainOptions.build(**kwargs)  # type: ignore[arg-type]
 
     @staticmethod
     def _as_list(images: object) -> tuple[list[object], bool]:
@@ -270,11 +328,3 @@ def check_model(model: object) -> str:
     if not isinstance(model, str) or not model:
         raise InvalidArgument(f"model must be a non-empty model name, got {model!r}", field="model")
     return model
-
-
-def check_many(concurrency: int, batch_size: int) -> None:
-    """Validates explain_many's knobs."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidArgument(f"concurrency must be a positive integer, got {concurrency!r}", field="concurrency")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgument(f"batch_size must be a positive integer, got {batch_size!r}", field="batch_size")

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import itertools
-import os
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, Unpack, overload
 
 import grpc
-from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2_grpc
-from camserve_proto.org.pytorch.serve.grpc.management import management_pb2_grpc
 
-from camserve._base import MAX_PAGES, ClientBase, PreparedBatch, check_many, check_model
+from camserve._base import ClientBase, PreparedBatch, check_model
 from camserve._images import ImageLike
-from camserve._request import ExplainOptions, RegionLike, TargetLike
+from camserve._options import ExplainCall, ExplainManyArgs, ExplainOneArgs, explain_call, explain_many_call
 from camserve._results import ExplainResult, ModelEntry, ModelInfo
-from camserve._transport import DEFAULT_MAX_MESSAGE_BYTES, TlsLike
-from camserve.errors import CamserveError, from_rpc_error
+from camserve.errors import CamserveError
 
 T = TypeVar("T")
 
@@ -69,49 +65,7 @@ class Client(ClientBase):
         InvalidArgument: A setting is malformed (address, timeout, retries, certificates).
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        management_token: str | None = None,
-        management_address: str | None = None,
-        tls: TlsLike = False,
-        timeout: float = 30.0,
-        retries: int = 3,
-        backoff: float = 0.2,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        headers: Mapping[str, str] | None = None,
-        channel_args: Sequence[tuple[str, object]] = (),
-    ) -> None:
-        super().__init__(
-            address,
-            token=token,
-            token_file=token_file,
-            management_token=management_token,
-            management_address=management_address,
-            tls=tls,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_message_bytes=max_message_bytes,
-            headers=headers,
-            channel_args=channel_args,
-        )
-        self._channel = self._open(self.address)
-        self._stub = inference_pb2_grpc.InferenceAPIsServiceStub(self._channel)
-        self._management_channel: grpc.Channel | None = None
-
-    def _open(self, address: str) -> grpc.Channel:
-        if self._credentials is None:
-            return grpc.insecure_channel(address, options=self._channel_options)
-        return grpc.secure_channel(address, self._credentials, options=self._channel_options)
-
-    def _management_stub(self) -> management_pb2_grpc.ManagementAPIsServiceStub:
-        if self._management_channel is None:
-            self._management_channel = self._open(self.management_address)
-        return management_pb2_grpc.ManagementAPIsServiceStub(self._management_channel)
+    _grpc = grpc
 
     def close(self) -> None:
         """Closes the channels; later calls raise. Idempotent."""
@@ -140,17 +94,12 @@ class Client(ClientBase):
         """One logical call: deadline, metadata, retries. Returns the response and the elapsed milliseconds."""
         state = self._state(timeout, kind, request)
         while True:
-            remaining = state.remaining()
+            remaining = state.remaining()  # raises DeadlineExceeded, as it is, when no time is left
             try:
                 response = method(request, timeout=remaining, metadata=self._metadata(kind, headers))
                 return response, state.elapsed_ms()
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-            except CamserveError as exc:  # e.g. an unreadable token file
-                error = exc
-            delay = state.next_step(error)
-            if delay is None:
-                raise state.final(error) from None
+            except (grpc.RpcError, CamserveError) as exc:  # CamserveError: e.g. an unreadable token file
+                delay = self._retry_delay(state, exc)
             time.sleep(delay)
 
     # ---- public calls ----
@@ -192,84 +141,24 @@ class Client(ClientBase):
             Unavailable: The management port cannot be reached.
         """
         stub = self._management_stub()
-        state_timeout = self.timeout if timeout is None else timeout
-        ends = time.monotonic() + state_timeout
-        entries: list[ModelEntry] = []
-        token: int | None = 0
-        pages = 0
-        while token is not None and pages < MAX_PAGES:
-            left = max(ends - time.monotonic(), 1e-3)
+        pages = self._model_pages(timeout)
+        while (step := pages.next()) is not None:
             response, _ = self._call(
-                stub.ListModels, self._models_page(token), timeout=left, headers=headers, kind="management"
+                stub.ListModels, step.request, timeout=step.timeout, headers=headers, kind="management"
             )
-            page, token = self._parse_models_page(response)
-            entries.extend(page)
-            pages += 1
-        return entries
+            pages.add(response)
+        return pages.entries
+
+    @overload
+    def explain(self, images: ImageLike, *, model: str, **options: Unpack[ExplainOneArgs]) -> ExplainResult: ...
 
     @overload
     def explain(
-        self,
-        images: ImageLike,
-        *,
-        model: str,
-        version: str = "",
-        methods: Sequence[str] | str | None = None,
-        layers: Sequence[str] | str | None = None,
-        target: TargetLike | None = None,
-        top_k: int | None = None,
-        regions: Sequence[RegionLike] | None = None,
-        encoding: str | None = None,
-        resolution: str | None = None,
-        reconstruction: bool = False,
-        top_predictions: int | None = None,
-        strict: bool = False,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> ExplainResult: ...
-
-    @overload
-    def explain(
-        self,
-        images: Sequence[Any],
-        *,
-        model: str,
-        version: str = "",
-        methods: Sequence[str] | str | None = None,
-        layers: Sequence[str] | str | None = None,
-        target: TargetLike | None = None,
-        top_k: int | None = None,
-        regions: Sequence[RegionLike] | None = None,
-        encoding: str | None = None,
-        resolution: str | None = None,
-        reconstruction: bool = False,
-        top_predictions: int | None = None,
-        strict: bool = False,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, images: Sequence[Any], *, model: str, **options: Unpack[ExplainOneArgs]
     ) -> list[ExplainResult]: ...
 
     def explain(
-        self,
-        images: Any,
-        *,
-        model: str,
-        version: str = "",
-        methods: Sequence[str] | str | None = None,
-        layers: Sequence[str] | str | None = None,
-        target: TargetLike | None = None,
-        top_k: int | None = None,
-        regions: Sequence[RegionLike] | None = None,
-        encoding: str | None = None,
-        resolution: str | None = None,
-        reconstruction: bool = False,
-        top_predictions: int | None = None,
-        strict: bool = False,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, images: Any, *, model: str, **options: Unpack[ExplainOneArgs]
     ) -> ExplainResult | list[ExplainResult]:
         """Predictions and explanation maps for one image or a list of images, in one request.
 
@@ -279,22 +168,27 @@ class Client(ClientBase):
                 ``H x W x 3`` / ``H x W``, uint8 or float in [0, 1] (sent as raw pixels). Wrap an image in
                 :class:`camserve.Input` to give it an id, its own target or its own regions.
             model: The model's name on the server.
-            version: The model version; ``""`` = the default version.
-            methods: Method names (see :meth:`describe`); None = the model's defaults.
-            layers: Layer names (dotted); several = a layer sweep; None = the model's default layers.
-            target: What to explain: a class id, a class label, or a list of only ids or only labels (every image
-                gets all of them). None = the top-1 class. Exclusive with ``top_k``.
-            top_k: Explain each image's k highest-scoring classes.
-            regions: VAE models: boxes ``(x0, y0, x1, y1)`` (half-open, reconstruction pixels) and/or 2-D
-                boolean masks, shared by every image (per image: :class:`camserve.Input`).
-            encoding: How maps travel: ``"float16"`` (default), ``"float32"``, ``"uint8"`` or ``"png"``.
-            resolution: ``"native"`` (default; e.g. 7x7 for Grad-CAM) or ``"input"`` (the model input size).
-            reconstruction: VAE models: also return the reconstruction.
-            top_predictions: How many predictions per image (server default 5).
-            strict: For a list: raise the first failed image's error instead of returning it in ``.error``.
-            request_id: Your id for the request, for tracing (default: a random one).
-            timeout: Deadline for this call, seconds (default: the client's).
-            headers: Extra metadata for this call.
+            **options: Keyword options, each optional:
+
+                - ``version`` (str): the model version; ``""`` (default) = the default version.
+                - ``methods`` (str or list): method names (see :meth:`describe`); None = the model's defaults.
+                - ``layers`` (str or list): layer names (dotted); several = a layer sweep; None = the defaults.
+                - ``target``: what to explain: a class id, a class label, or a list of only ids or only labels
+                  (every image gets all of them). None = the top-1 class. Exclusive with ``top_k``.
+                - ``top_k`` (int): explain each image's k highest-scoring classes.
+                - ``regions``: VAE models: boxes ``(x0, y0, x1, y1)`` (half-open, reconstruction pixels) and/or
+                  2-D boolean masks, shared by every image (per image: :class:`camserve.Input`).
+                - ``encoding`` (str): how maps travel: ``"float16"`` (default), ``"float32"``, ``"uint8"`` or
+                  ``"png"``.
+                - ``resolution`` (str): ``"native"`` (default; e.g. 7x7 for Grad-CAM) or ``"input"`` (the model
+                  input size).
+                - ``reconstruction`` (bool): VAE models: also return the reconstruction (default False).
+                - ``top_predictions`` (int): how many predictions per image (server default 5).
+                - ``strict`` (bool): for a list: raise the first failed image's error instead of returning it in
+                  ``.error`` (default False).
+                - ``request_id`` (str): your id for the request, for tracing (default: a random one).
+                - ``timeout`` (float): deadline for this call, seconds (default: the client's).
+                - ``headers`` (mapping): extra metadata for this call.
 
         Returns:
             One :class:`camserve.ExplainResult` for one image; a list in input order for a list. In a list, an
@@ -305,108 +199,52 @@ class Client(ClientBase):
             InvalidArgument, NotFound, ResourceExhausted, ...: The request was rejected as a whole (e.g. an unknown
                 method or too many images), or the single image given failed. Transport and auth failures raise
                 :class:`camserve.Unavailable`, :class:`camserve.Unauthenticated`, :class:`camserve.DeadlineExceeded`.
+            TypeError: A keyword not listed above.
         """
         check_model(model)
-        options = self._explain_options(
-            methods=methods,
-            layers=layers,
-            target=target,
-            top_k=top_k,
-            regions=regions,
-            encoding=encoding,
-            resolution=resolution,
-            reconstruction=reconstruction,
-            top_predictions=top_predictions,
-        )
+        call = explain_call(options)
         items, single = self._as_list(images)
-        batch = self._prepare(items, 0, options, request_id or uuid.uuid4().hex)
-        results = self._run_batch(batch, model, version, timeout, headers)
-        return self._finish(results, single, strict)
+        batch = self._prepare(items, 0, call.options, call.request_id or uuid.uuid4().hex)
+        results = self._run_batch(batch, model, call)
+        return self._finish(results, single, call.strict)
 
-    def _run_batch(
-        self,
-        batch: PreparedBatch,
-        model: str,
-        version: str,
-        timeout: float | None,
-        headers: Mapping[str, str] | None,
-    ) -> list[ExplainResult]:
+    def _run_batch(self, batch: PreparedBatch, model: str, call: ExplainCall) -> list[ExplainResult]:
         if batch.request is None:
             return self._assemble(batch, None, model, 0.0)
-        request = self._predictions_request(model, version, batch.request)
-        response, elapsed = self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
+        request = self._predictions_request(model, call.version, batch.request)
+        response, elapsed = self._call(self._stub.Predictions, request, timeout=call.timeout, headers=call.headers)
         return self._assemble(batch, response, model, elapsed)
 
     def explain_many(
-        self,
-        images: Iterable[Any],
-        *,
-        model: str,
-        version: str = "",
-        methods: Sequence[str] | str | None = None,
-        layers: Sequence[str] | str | None = None,
-        target: TargetLike | None = None,
-        top_k: int | None = None,
-        regions: Sequence[RegionLike] | None = None,
-        encoding: str | None = None,
-        resolution: str | None = None,
-        reconstruction: bool = False,
-        top_predictions: int | None = None,
-        concurrency: int = 4,
-        batch_size: int = 1,
-        strict: bool = False,
-        timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, images: Iterable[Any], *, model: str, **options: Unpack[ExplainManyArgs]
     ) -> Iterator[ExplainResult]:
         """Explains a stream of images with bounded concurrency; yields one result per image, in input order.
 
         Images are read lazily from ``images`` (any iterable, e.g. a generator over a folder) in requests of
-        ``batch_size`` images; at most ``concurrency`` requests are in flight, so memory stays bounded however
-        long the stream. Options are as for :meth:`explain`; ``timeout`` applies to each request. Images that
-        fail carry their error in ``.error`` (``strict=True`` raises it instead, in order); an error that
-        concerns every request (transport, auth, an invalid option) is raised. Closing the generator early
-        cancels the requests not yet sent.
+        ``batch_size`` images (default 1); at most ``concurrency`` requests (default 4) are in flight, so memory
+        stays bounded however long the stream. The other options are as for :meth:`explain` (all but
+        ``request_id``); ``timeout`` applies to each request. Images that fail carry their error in ``.error``
+        (``strict=True`` raises it instead, in order); an error that concerns every request (transport, auth, an
+        invalid option) is raised. Closing the generator early cancels the requests not yet sent.
 
         TorchServe batches concurrent requests on the server (``batchSize``/``maxBatchDelay``), so
         ``batch_size=1`` with ``concurrency`` about the server's batch size is a good start.
         """
         check_model(model)
-        check_many(concurrency, batch_size)
-        options = self._explain_options(
-            methods=methods,
-            layers=layers,
-            target=target,
-            top_k=top_k,
-            regions=regions,
-            encoding=encoding,
-            resolution=resolution,
-            reconstruction=reconstruction,
-            top_predictions=top_predictions,
-        )
-        self._state(timeout)  # validates timeout and that the client is open, before the first image is read
-        return self._stream(images, model, version, options, concurrency, batch_size, strict, timeout, headers)
+        call = explain_many_call(options)
+        self._state(call.timeout)  # validates timeout and that the client is open, before the first image is read
+        return self._stream(images, model, call)
 
-    def _stream(
-        self,
-        images: Iterable[Any],
-        model: str,
-        version: str,
-        options: ExplainOptions,
-        concurrency: int,
-        batch_size: int,
-        strict: bool,
-        timeout: float | None,
-        headers: Mapping[str, str] | None,
-    ) -> Iterator[ExplainResult]:
+    def _stream(self, images: Iterable[Any], model: str, call: ExplainCall) -> Iterator[ExplainResult]:
         def work(start: int, items: list[object]) -> list[ExplainResult]:
-            batch = self._prepare(items, start, options, uuid.uuid4().hex)
-            return self._run_batch(batch, model, version, timeout, headers)
+            batch = self._prepare(items, start, call.options, uuid.uuid4().hex)
+            return self._run_batch(batch, model, call)
 
-        source = chunks(images, batch_size)
-        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="camserve")
+        source = chunks(images, call.batch_size)
+        pool = ThreadPoolExecutor(max_workers=call.concurrency, thread_name_prefix="camserve")
         pending: deque[Future[list[ExplainResult]]] = deque()
         try:
-            for start, items in itertools.islice(source, concurrency):
+            for start, items in itertools.islice(source, call.concurrency):
                 pending.append(pool.submit(work, start, items))
             while pending:
                 results = pending.popleft().result()
@@ -414,7 +252,7 @@ class Client(ClientBase):
                 if following is not None:
                     pending.append(pool.submit(work, *following))
                 for result in results:
-                    if strict:
+                    if call.strict:
                         result.raise_for_error()
                     yield result
         finally:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from camserve.errors import InvalidArgument
+
 _HEX = {
     "inferno": (
         "00000401000501010601010802010a02020c02020e03021004031204031405041706041907051b08051d09061f0a0722"
@@ -56,9 +58,13 @@ NAMES = tuple(_HEX)
 
 
 def table(name: str) -> np.ndarray:
-    """The ``(256, 3)`` uint8 RGB table of colormap ``name`` (``"inferno"`` or ``"viridis"``)."""
+    """The ``(256, 3)`` uint8 RGB table of colormap ``name`` (``"inferno"`` or ``"viridis"``).
+
+    Raises:
+        InvalidArgument: Another name.
+    """
     try:
         packed = _HEX[name]
     except KeyError:
-        raise ValueError(f"unknown colormap {name!r}; available: {', '.join(NAMES)}") from None
+        raise InvalidArgument(f"unknown colormap {name!r}; available: {', '.join(NAMES)}", field="cmap") from None
     return np.frombuffer(bytes.fromhex(packed), dtype=np.uint8).reshape(256, 3)

@@ -153,8 +153,10 @@ def load_rgb(image: object) -> PILImage.Image:
         a = image
         if a.ndim == 2:
             a = np.repeat(a[:, :, None], 3, axis=2)
-        if a.ndim != 3 or a.shape[2] != 3:
-            raise InvalidArgument(f"image array must be H x W x 3 or H x W, got shape {a.shape}", field="image")
+        if a.ndim != 3 or a.shape[2] != 3 or a.size == 0:
+            raise InvalidArgument(
+                f"image array must be a non-empty H x W x 3 or H x W, got shape {a.shape}", field="image"
+            )
         if np.issubdtype(a.dtype, np.floating):
             a = np.clip(np.nan_to_num(a), 0.0, 1.0) * 255.0 + 0.5
         return PILImage.fromarray(np.ascontiguousarray(a, dtype=np.uint8))

@@ -2,7 +2,8 @@
 
 Validation here catches what the client alone can know is wrong (types, shapes, exclusive options), so users get
 an :class:`~camserve.errors.InvalidArgument` naming the argument before anything is sent. What depends on the
-model (method and layer names, class ids, limits) is the server's to check.
+model or on values the server checks for every caller (method and layer names, class ids, limits, region bounds)
+is the server's to check.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ ENCODINGS = {
     "png": explain_pb2.PNG,
 }
 RESOLUTIONS = {"native": explain_pb2.NATIVE, "input": explain_pb2.INPUT}
+# The contract's Box coordinates are int32.
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -89,15 +92,19 @@ def _iterable(value: object, field: str) -> Iterable[object]:
 
 
 def region_message(region: object, field: str) -> explain_pb2.Region:
-    """Converts a box ``(x0, y0, x1, y1)`` or a 2-D boolean mask into a ``Region`` message."""
+    """Converts a box ``(x0, y0, x1, y1)`` or a 2-D boolean mask into a ``Region`` message.
+
+    Only the argument's form is checked here (four integers that fit the wire's int32, or a 2-D boolean or 0/1
+    integer array), because only the SDK knows what a Python argument was. Whether a box is ordered, non-empty and
+    inside the reconstruction, and whether a mask has the reconstruction's size and selects a pixel, is the
+    server's rule: it checks every caller's regions (this SDK's, REST's, raw gRPC's) with one message, and a
+    rejected region is an :class:`~camserve.errors.InvalidArgument` either way (for the whole call, or for the one
+    image whose :class:`Input` carried it).
+    """
     if isinstance(region, np.ndarray) and region.ndim == 2:
-        if region.size == 0:
-            raise InvalidArgument("region mask is empty", field=field)
         if region.dtype != np.bool_ and not np.issubdtype(region.dtype, np.integer):
             raise InvalidArgument(f"region masks must be boolean (or 0/1 integers), got {region.dtype}", field=field)
         mask = np.ascontiguousarray(region != 0, dtype=np.uint8)
-        if not mask.any():
-            raise InvalidArgument("region mask selects no pixel", field=field)
         return explain_pb2.Region(mask=explain_pb2.Mask(height=mask.shape[0], width=mask.shape[1], data=mask.tobytes()))
     try:
         values = [v.item() if isinstance(v, np.generic) else v for v in region]  # type: ignore[attr-defined]
@@ -107,12 +114,9 @@ def region_message(region: object, field: str) -> explain_pb2.Region:
         raise InvalidArgument(
             f"a region is a box (x0, y0, x1, y1) of 4 integers or a 2-D boolean mask, got {region!r}", field=field
         )
+    if not all(_INT32_MIN <= v <= _INT32_MAX for v in values):
+        raise InvalidArgument(f"box coordinates must fit in 32 bits, got {tuple(values)}", field=field)
     x0, y0, x1, y1 = values
-    if min(x0, y0) < 0 or x1 <= x0 or y1 <= y0:
-        raise InvalidArgument(
-            f"box ({x0}, {y0}, {x1}, {y1}) must have 0 <= x0 < x1 and 0 <= y0 < y1 (half-open pixel box)",
-            field=field,
-        )
     return explain_pb2.Region(box=explain_pb2.Box(x0=x0, y0=y0, x1=x1, y1=y1))
 
 

@@ -1,199 +1,20 @@
-"""Frozen result objects with numpy arrays, decoded from ``camserve.v1.ExplainResponse`` at the edge.
+"""The frozen values a call returns: predictions, geometry, timing, one image's :class:`ExplainResult`, model info.
 
-Conventions: sizes are ``(height, width)`` like numpy shapes; maps keep the contract's layout (``[H, W]`` for
-CAM-style maps, ``[3, H, W]`` for input gradients); the VAE reconstruction is an image, ``H x W x 3`` in [0, 1].
-All arrays are float32 and read-only, so a result can be shared between threads without copies going stale.
+They are plain data built by :mod:`camserve._decode` at the protobuf edge; maps are :class:`~camserve.Map` values
+(:mod:`camserve._maps`). The VAE reconstruction is an image, ``H x W x 3`` in [0, 1]. All arrays are float32 and
+read-only, so a result can be shared between threads without copies going stale.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import types
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
-from camserve_proto.camserve.v1 import explain_pb2
-from PIL import Image as PILImage
 
-from camserve.errors import CamserveError, Internal, from_code
-
-Reduction = Literal["abs_max", "positive", "negative", "luminance"]
-Sign = Literal["all", "positive", "negative", "absolute"]
-
-# ITU-R BT.601 luma weights, the usual grey conversion (PIL's "L" mode uses the same).
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    array.flags.writeable = False
-    return array
-
-
-def _resize_plane(plane: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of one 2-D float plane (PIL, half-pixel centres: same as align_corners=False)."""
-    if plane.shape == (height, width):
-        return plane.astype(np.float32, copy=True)
-    image = PILImage.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
-    resized = image.resize((width, height), PILImage.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.float32)
-
-
-def resize_array(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a ``[H, W]`` or ``[C, H, W]`` float array to ``size = (height, width)``."""
-    height, width = _check_size(size)
-    a = np.asarray(array, dtype=np.float32)
-    if a.ndim == 2:
-        return _resize_plane(a, height, width)
-    if a.ndim == 3:
-        return np.stack([_resize_plane(p, height, width) for p in a])
-    raise ValueError(f"expected a [H, W] or [C, H, W] array, got shape {a.shape}")
-
-
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"size must be (height, width), got {size!r}") from None
-    if height < 1 or width < 1:
-        raise ValueError(f"size must be positive, got {size!r}")
-    return height, width
-
-
-def normalize_array(array: np.ndarray) -> np.ndarray:
-    """Min-max rescales to [0, 1]; a constant array becomes all zeros (nothing stands out)."""
-    a = np.asarray(array, dtype=np.float32)
-    lo, hi = float(a.min()), float(a.max())
-    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo <= 0.0:
-        return np.zeros_like(a)
-    return (a - lo) / (hi - lo)
-
-
-class MapKey(NamedTuple):
-    """Address of one map: method name, layer (``""`` for input-level methods), target class id or region index."""
-
-    method: str
-    layer: str
-    target: int
-
-
-@dataclass(frozen=True, eq=False)
-class Map:
-    """One explanation map. Behaves as a numpy array (``np.asarray(m)``); operations return new maps.
-
-    Attributes:
-        method: Method name, e.g. ``"gradcam"``.
-        layer: Dotted module name; ``""`` for methods computed at the input (saliency, guided backprop, ...).
-        target: The class id explained (classifiers) or the region's index (VAEs).
-        array: float32, read-only: ``[H, W]`` for CAM-style maps, ``[3, H, W]`` for input gradients.
-    """
-
-    method: str
-    layer: str
-    target: int
-    array: np.ndarray = field(repr=False)
-
-    @property
-    def key(self) -> MapKey:
-        """This map's key in :attr:`ExplainResult.maps`."""
-        return MapKey(self.method, self.layer, self.target)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The array's shape."""
-        return tuple(self.array.shape)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """Spatial size ``(height, width)``."""
-        return (int(self.array.shape[-2]), int(self.array.shape[-1]))
-
-    @property
-    def is_gradient(self) -> bool:
-        """True for 3-channel input-gradient maps (saliency, guided backprop, deconvnet, guided Grad-CAM)."""
-        return self.array.ndim == 3
-
-    def __array__(self, dtype: object = None, copy: bool | None = None) -> np.ndarray:
-        if dtype is None and not copy:
-            return self.array
-        return np.array(self.array, dtype=dtype, copy=True)  # type: ignore[call-overload,no-any-return]
-
-    def __repr__(self) -> str:
-        return f"Map(method={self.method!r}, layer={self.layer!r}, target={self.target}, shape={self.shape})"
-
-    def _with(self, array: np.ndarray) -> Map:
-        return Map(self.method, self.layer, self.target, _frozen(array))
-
-    def upsample(self, size: tuple[int, int]) -> Map:
-        """Bilinearly resized to ``size = (height, width)`` (numpy/PIL only); every channel alike."""
-        return self._with(resize_array(self.array, size))
-
-    def normalized(self) -> Map:
-        """Min-max rescaled to [0, 1] over the whole map (all channels together); constant maps become 0."""
-        return self._with(normalize_array(self.array))
-
-    def reduce(self, how: Reduction = "abs_max") -> Map:
-        """A 3-channel gradient map reduced to one channel ``[H, W]``; 2-D maps are returned unchanged.
-
-        Args:
-            how: ``"abs_max"`` (max over channels of ``|g|``, the usual saliency display), ``"positive"``
-                (max over channels of ``max(g, 0)``), ``"negative"`` (max over channels of ``max(-g, 0)``) or
-                ``"luminance"`` (BT.601 luma of ``|g|`` read as an RGB image).
-        """
-        a = self.array
-        if a.ndim == 2:
-            return self
-        if how == "abs_max":
-            out = np.abs(a).max(axis=0)
-        elif how == "positive":
-            out = np.maximum(a, 0.0).max(axis=0)
-        elif how == "negative":
-            out = np.maximum(-a, 0.0).max(axis=0)
-        elif how == "luminance":
-            out = np.tensordot(_LUMA[: a.shape[0]], np.abs(a), axes=1)
-        else:
-            raise ValueError(f"reduction must be abs_max, positive, negative or luminance, got {how!r}")
-        return self._with(out)
-
-    def heatmap(self, how: Reduction = "abs_max") -> np.ndarray:
-        """A ``[H, W]`` map in [0, 1] ready for a colormap: reduced (gradient maps) and normalized."""
-        return normalize_array(self.reduce(how).array)
-
-    def rgb(self, sign: Sign = "all", percentile: float = 100.0) -> np.ndarray:
-        """A 3-channel gradient map as an ``H x W x 3`` image in [0, 1], the usual way to look at guided backprop.
-
-        Args:
-            sign: ``"all"`` (zero is mid-grey, positive brighter, negative darker, per channel), ``"positive"``,
-                ``"negative"`` (that part only, zero is black) or ``"absolute"`` (``|g|``). One scale for all
-                three channels, so their balance is kept.
-            percentile: The scale is this percentile of the magnitudes shown (100 = the maximum; 99.5 keeps a few
-                extreme pixels from washing out the rest, values beyond it are clipped).
-        """
-        if self.array.ndim != 3:
-            raise ValueError(f"rgb() needs a 3-channel gradient map; {self.method} is {self.shape}")
-        if not 0.0 < percentile <= 100.0:
-            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-        a = self.array
-
-        def scale_of(values: np.ndarray) -> float:
-            shown = values[values > 0]  # the percentile of what is drawn, not of the zeros around it
-            return max(float(np.percentile(shown, percentile)), 1e-30) if shown.size else 1.0
-
-        if sign == "all":
-            out = 0.5 + a / (2.0 * scale_of(np.abs(a)))
-        elif sign == "positive":
-            out = np.maximum(a, 0.0) / scale_of(np.maximum(a, 0.0))
-        elif sign == "negative":
-            out = np.maximum(-a, 0.0) / scale_of(np.maximum(-a, 0.0))
-        elif sign == "absolute":
-            scale = scale_of(np.abs(a))
-            out = np.abs(a) / scale
-        else:
-            raise ValueError(f"sign must be all, positive, negative or absolute, got {sign!r}")
-        return np.clip(out, 0.0, 1.0).transpose(1, 2, 0).astype(np.float32)
+from camserve._maps import Map, MapKey, check_map_array, resize_array
+from camserve.errors import CamserveError, InvalidArgument, NotFound
 
 
 @dataclass(frozen=True)
@@ -256,12 +77,15 @@ class Geometry:
 
         Returns:
             float32 ``[orig_h, orig_w]`` (or ``[C, orig_h, orig_w]``).
+
+        Raises:
+            InvalidArgument: ``array`` is not a map-shaped array, or the crop box is empty.
         """
-        a = np.asarray(array, dtype=np.float32)
+        a = check_map_array(array)
         orig_h, orig_w = self.original_size
         box = self.crop
         if box.width <= 0 or box.height <= 0:
-            raise ValueError(f"empty crop box {box}")
+            raise InvalidArgument(f"empty crop box {box}", field="geometry.crop")
         resized = resize_array(a, (box.height, box.width))
         canvas = np.full((*a.shape[:-2], orig_h, orig_w), fill, dtype=np.float32)
         # The crop box normally lies inside the image; clip in case a server rounds it just outside.
@@ -364,8 +188,8 @@ class ExplainResult:
 
         Raises:
             CamserveError: This image failed (its in-band error).
-            KeyError: No map matches, or several do and ``layer``/``target`` must say which (the message lists
-                what there is).
+            NotFound: No map matches, or several do and ``layer``/``target`` must say which (the message lists
+                what there is). It is a ``KeyError``, like a failed dict lookup.
         """
         self.raise_for_error()
         found = [
@@ -378,13 +202,17 @@ class ExplainResult:
         have = ", ".join(f"({k.method!r}, {k.layer!r}, {k.target})" for k in self.maps) or "none"
         want = f"({method!r}, {layer!r}, {target!r})"
         if not found:
-            raise KeyError(f"no map {want}; maps: {have}")
-        raise KeyError(f"{len(found)} maps match {want}: give layer= and/or target=; maps: {have}")
+            raise NotFound(f"no map {want}; maps: {have}", field="method")
+        raise NotFound(f"{len(found)} maps match {want}: give layer= and/or target=; maps: {have}", field="method")
 
     def to_original(self, array: np.ndarray | Map, *, fill: float = 0.0) -> np.ndarray:
-        """Maps a map onto the original image's pixels; see :meth:`Geometry.to_original`."""
+        """Maps a map onto the original image's pixels; see :meth:`Geometry.to_original`.
+
+        Raises:
+            InvalidArgument: The server sent no geometry for this image (e.g. it failed).
+        """
         if self.geometry is None:
-            raise ValueError("the server sent no geometry for this image")
+            raise InvalidArgument("the server sent no geometry for this image", field="geometry")
         return self.geometry.to_original(array, fill=fill)
 
     def summary(self) -> dict[str, object]:
@@ -456,171 +284,3 @@ class ModelEntry:
 
     name: str
     url: str
-
-
-# ---- decoding (protobuf stays here, at the edge) ----
-
-_FLOAT_DTYPES: dict[int, np.dtype[Any]] = {explain_pb2.FLOAT32: np.dtype("<f4"), explain_pb2.FLOAT16: np.dtype("<f2")}
-
-
-def decode_tensor(tensor: explain_pb2.Tensor, what: str, default: int = explain_pb2.FLOAT16) -> np.ndarray:
-    """Decodes a contract ``Tensor`` into a float32 array of its declared shape.
-
-    Raises:
-        Internal: The data does not match the declared shape or encoding (a server bug, not the caller's).
-    """
-    shape = tuple(int(s) for s in tensor.shape)
-    count = int(np.prod(shape)) if shape else 0
-    encoding = tensor.encoding or default
-    if not shape or count == 0:
-        raise Internal(f"malformed response: {what} has empty shape {list(shape)}")
-    if encoding in _FLOAT_DTYPES:
-        dtype = _FLOAT_DTYPES[encoding]
-        if len(tensor.data) != count * dtype.itemsize:
-            raise Internal(
-                f"malformed response: {what} has {len(tensor.data)} bytes for shape {list(shape)} "
-                f"({dtype.itemsize} bytes per value)"
-            )
-        values = np.frombuffer(tensor.data, dtype=dtype).astype(np.float32).reshape(shape)
-        if encoding == explain_pb2.FLOAT16 and tensor.scale not in (0.0, 1.0):
-            values = values * np.float32(tensor.scale)  # maps outside float16's normal range travel scaled
-        return values
-    if encoding == explain_pb2.UINT8:
-        if len(tensor.data) != count:
-            raise Internal(f"malformed response: {what} has {len(tensor.data)} bytes for shape {list(shape)}")
-        q = np.frombuffer(tensor.data, dtype=np.uint8).reshape(shape)
-    elif encoding == explain_pb2.PNG:
-        try:
-            with PILImage.open(io.BytesIO(tensor.data)) as png:
-                if png.format != "PNG":
-                    raise OSError(f"{png.format} data")
-                q = np.asarray(png.convert("RGB" if len(shape) == 3 else "L"))
-        except (OSError, ValueError) as exc:
-            raise Internal(f"malformed response: {what} is not a readable PNG ({exc})") from None
-        if q.ndim == 3:
-            q = q.transpose(2, 0, 1)
-        if q.shape != shape:
-            raise Internal(f"malformed response: {what} PNG is {list(q.shape)}, declared {list(shape)}")
-    else:
-        raise Internal(f"malformed response: {what} has unknown encoding {encoding}")
-    lo, hi = float(tensor.value_min), float(tensor.value_max)
-    return (lo + q.astype(np.float32) * ((hi - lo) / 255.0)).astype(np.float32)
-
-
-def decode_model_info(response: explain_pb2.ExplainResponse, name: str) -> ModelInfo:
-    """Builds :class:`ModelInfo` from a describe response."""
-    info = response.model_info
-    return ModelInfo(
-        name=response.model_name or name,
-        version=response.model_version,
-        kind=info.kind,
-        methods=tuple(info.methods),
-        default_methods=tuple(info.default_methods),
-        layers=tuple(info.layers),
-        default_layers=tuple(info.default_layers),
-        labels=tuple(info.labels),
-        input_size=(int(info.input_height), int(info.input_width)),
-        max_images=int(info.max_images),
-        max_top_k=int(info.max_top_k),
-        max_regions=int(info.max_regions),
-        max_image_bytes=int(info.max_image_bytes),
-        max_pixels=int(info.max_pixels),
-        max_response_bytes=int(info.max_response_bytes),
-        versions=types.MappingProxyType(dict(response.versions)),
-    )
-
-
-def _geometry(result: explain_pb2.ImageResult) -> Geometry | None:
-    if not result.HasField("geometry"):
-        return None
-    g = result.geometry
-    return Geometry(
-        original_size=(int(g.original_height), int(g.original_width)),
-        crop=Box(g.crop.x0, g.crop.y0, g.crop.x1, g.crop.y1),
-        input_size=(int(g.input_height), int(g.input_width)),
-    )
-
-
-def decode_image_result(
-    result: explain_pb2.ImageResult,
-    index: int,
-    response: explain_pb2.ExplainResponse,
-    round_trip_ms: float,
-) -> ExplainResult:
-    """Builds one :class:`ExplainResult` (with its in-band error, if any) from an ``ImageResult``."""
-    t = response.timing
-    timing = Timing(
-        decode_ms=float(t.decode_ms),
-        explain_ms=float(t.explain_ms),
-        encode_ms=float(t.encode_ms),
-        batch_size=int(t.batch_size),
-        round_trip_ms=round_trip_ms,
-    )
-    common = {
-        "index": index,
-        "id": result.id or str(index),
-        "timing": timing,
-        "model_name": response.model_name,
-        "model_version": response.model_version,
-    }
-    if result.HasField("error") and result.error.code:
-        e = result.error
-        return ExplainResult(
-            predictions=(),
-            maps=types.MappingProxyType({}),
-            reconstruction=None,
-            geometry=_geometry(result),
-            error=from_code(e.code, e.message, e.field),
-            **common,  # type: ignore[arg-type]
-        )
-    maps: dict[MapKey, Map] = {}
-    for i, m in enumerate(result.maps):
-        what = f"results[{index}].maps[{i}] ({m.method}, {m.layer!r}, {m.target})"
-        array = decode_tensor(m.data, what)
-        if array.ndim not in (2, 3):
-            raise Internal(f"malformed response: {what} has {array.ndim} dimensions")
-        key = MapKey(m.method, m.layer, int(m.target))
-        if key in maps:
-            raise Internal(f"malformed response: duplicate map {tuple(key)}")
-        maps[key] = Map(key.method, key.layer, key.target, _frozen(array))
-    reconstruction = None
-    if result.HasField("reconstruction") and result.reconstruction.data:
-        rec = decode_tensor(result.reconstruction, f"results[{index}].reconstruction")
-        if rec.ndim == 3:
-            rec = rec.transpose(1, 2, 0)
-        reconstruction = _frozen(rec)
-    predictions = tuple(
-        Prediction(class_id=int(p.class_id), label=p.label, score=float(p.score), logit=float(p.logit))
-        for p in result.predictions
-    )
-    return ExplainResult(
-        predictions=predictions,
-        maps=types.MappingProxyType(maps),
-        reconstruction=reconstruction,
-        geometry=_geometry(result),
-        error=None,
-        **common,  # type: ignore[arg-type]
-    )
-
-
-def decode_explain_response(
-    payload: bytes, expected: int, start: int, round_trip_ms: float
-) -> tuple[explain_pb2.ExplainResponse, list[ExplainResult]]:
-    """Parses a ``PredictionResponse.prediction`` payload into per-image results.
-
-    Raises:
-        CamserveError: The whole request was rejected in band (the matching subclass), or the response cannot
-            be read (Internal).
-    """
-    response = explain_pb2.ExplainResponse()
-    try:
-        response.ParseFromString(payload)
-    except Exception as exc:  # protobuf raises DecodeError (or others across versions); all mean unreadable
-        raise Internal(f"malformed response: not an ExplainResponse ({type(exc).__name__})") from None
-    if response.HasField("error") and response.error.code:
-        e = response.error
-        raise from_code(e.code, e.message, e.field)
-    if len(response.results) != expected:
-        raise Internal(f"malformed response: {len(response.results)} results for {expected} images")
-    results = [decode_image_result(r, start + i, response, round_trip_ms) for i, r in enumerate(response.results)]
-    return response, results

@@ -197,6 +197,10 @@ class CallState:
             return DeadlineExceeded(self._deadline_message(error.message), code=error.code, field=error.field)
         if isinstance(error, Unavailable) and self.attempts > 1:
             return Unavailable(f"{error.message} (after {self.attempts} attempts)", code=error.code, field=error.field)
+        if error.code == "CANCELLED" and time.monotonic() >= self.deadline:
+            # The server (grpc-java) may reset the stream of a call whose deadline it saw run out before grpcio
+            # did: the caller's deadline is what ended it.
+            return DeadlineExceeded(self._deadline_message(), code=error.code, field=error.field)
         if error.code == "CANCELLED" and self.request_bytes >= LARGE_REQUEST_BYTES:
             return ResourceExhausted(
                 f"the server dropped the request ({self.request_bytes:,} bytes; {error.message}): it is probably "

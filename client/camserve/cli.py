@@ -40,8 +40,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from camserve import render
+from camserve import gallery, render
 from camserve._client import Client
+from camserve._files import slug
 from camserve._request import Input
 from camserve._results import ExplainResult, ModelInfo
 from camserve.errors import (
@@ -148,6 +149,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--no-gallery", dest="gallery", action="store_false", help="do not write index.html")
     ex.add_argument("--size", type=int, default=224, help="longer side of pictures in pixels (default 224)")
     ex.add_argument("--cmap", choices=render.COLORMAPS, default="inferno")
+    ex.add_argument(
+        "--gradients",
+        choices=["heat", "gradient"],
+        default="heat",
+        help="how 3-channel input-gradient maps are drawn: heat of |g| (default) or a signed RGB gradient image",
+    )
     ex.add_argument("--batch-size", type=int, default=1, help="images per request (default 1)")
     ex.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     progress = ex.add_mutually_exclusive_group()
@@ -260,20 +267,22 @@ def _explain(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
         concurrency=args.concurrency,
     )
 
-    def entries() -> Iterator[render.GalleryEntry]:
+    def entries() -> Iterator[gallery.Entry]:
         for path, name, result in zip(paths, names, results, strict=True):
             records.append(_write_result(folder / "maps" / name, path, result, regions, args))
             progress.update(result.ok)
             if not progress.enabled:  # the progress line replaces per-image lines on a terminal
                 print(_line(path, result), file=out)
-            yield render.GalleryEntry(path.name, path, result, regions)
+            yield gallery.Entry(path.name, path, result, regions)
 
     index: Path | None = None
     complete = False
     try:
         if args.gallery:
             title = f"camserve · {args.model}"
-            index = render.gallery(entries(), folder, title=title, cmap=args.cmap, size=args.size)
+            index = gallery.write(
+                entries(), folder, title=title, cmap=args.cmap, size=args.size, gradients=args.gradients
+            )
         else:
             for _ in entries():
                 pass
@@ -298,7 +307,7 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     seen: dict[str, int] = {}
     names = []
     for p in paths:
-        stem = render._slug(p.stem)
+        stem = slug(p.stem)
         seen[stem] = seen.get(stem, 0) + 1
         names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return names
@@ -322,7 +331,7 @@ def _write_result(
     files = []
     vae = bool(regions) or result.reconstruction is not None or not result.predictions
     for m in result:
-        stem = render._slug(f"{m.method}_{m.layer or 'input'}_{'r' if vae else 't'}{m.target}")
+        stem = slug(f"{m.method}_{m.layer or 'input'}_{'r' if vae else 't'}{m.target}")
         np.save(folder / f"{stem}.npy", m.array)
         boxes = [regions[m.target]] if vae and m.target < len(regions) else []
         picture = render.render_map(
@@ -333,6 +342,7 @@ def _write_result(
             cmap=args.cmap,
             size=args.size,
             boxes=boxes,
+            gradients=args.gradients,
         )
         picture.save(folder / f"{stem}.png")
         rel = f"maps/{folder.name}/{stem}"

@@ -6,7 +6,13 @@ e.g. ``"PERMISSION_DENIED"`` for an :class:`Unauthenticated`) and, for rejected 
 (``.field``, e.g. ``"images[2].encoded"``).
 
 Errors reach the client two ways and both go through this module: as a gRPC status (:func:`from_rpc_error`), and in
-band inside an ``ExplainResponse`` as an ``Error`` message carrying a gRPC code name (:func:`from_code`).
+band inside an ``ExplainResponse`` as an ``Error`` message carrying a gRPC code name (:func:`from_code`). The SDK's
+own helpers (map arithmetic, geometry, pictures) raise the same family for arguments they cannot use.
+
+Two classes also derive from the builtin a Python caller would expect from such a helper, so code written against
+numpy- or dict-style errors keeps working: :class:`InvalidArgument` is a ``ValueError`` (a value, or a value of the
+wrong type, was rejected) and :class:`NotFound` is a ``KeyError`` (a lookup found nothing, e.g.
+``result.map("deconvnet")``). ``except camserve.CamserveError`` catches every one of them.
 """
 
 from __future__ import annotations
@@ -61,17 +67,23 @@ def _rebuild(cls: type[CamserveError], message: str, code: str, field: str) -> C
     return cls(message, code=code, field=field)
 
 
-class InvalidArgument(CamserveError):
+class InvalidArgument(CamserveError, ValueError):
     """The request was rejected as invalid: bad image, unknown method or layer, bad target or region, ...
 
-    Never retried: sending the same request again gives the same answer.
+    Also raised by the SDK's helpers for arguments they cannot use (a size of ``(0, 5)``, an unknown colormap, a
+    1-D map), and a ``ValueError`` so numpy-style ``except ValueError`` keeps working. Never retried: sending the
+    same request again gives the same answer.
     """
 
     default_code = "INVALID_ARGUMENT"
 
 
-class NotFound(CamserveError):
-    """The model (or model version, or a called method) does not exist on the server."""
+class NotFound(CamserveError, KeyError):
+    """The model (or model version, or a called method) does not exist on the server.
+
+    Also raised when a lookup in a result finds no single match (:meth:`camserve.ExplainResult.map`); a
+    ``KeyError``, like a failed dict lookup.
+    """
 
     default_code = "NOT_FOUND"
 

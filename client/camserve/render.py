@@ -1,27 +1,25 @@
-"""Pictures of explanations, with numpy and pillow only: overlays, gradient images, panels and an HTML gallery.
+"""Pictures of explanations, with numpy and pillow only: overlays, heat and gradient pictures, panels, boxes.
 
 * :func:`overlay` colours a map with a perceptual colormap (inferno by default, vendored from matplotlib; see
   ``camserve/_colormaps.py``) and blends it over the image. Given the result's :class:`~camserve.Geometry` and the
   original image, the map is placed on the part of the image the model saw (its crop) and the rest is dimmed.
-* :func:`gradient_image` shows a 3-channel input-gradient map (guided backprop, deconvnet, guided Grad-CAM) as an
-  image: zero is grey, the sign per channel is brighter or darker.
+* :func:`heat_image` colours a sparse map (an input gradient reduced to ``|g|``) over a dimmed grey image.
+* :func:`gradient_image` shows a 3-channel input-gradient map as an RGB image: zero is grey, the sign per channel
+  is brighter or darker.
 * :func:`panels` lays images side by side with titles; :func:`draw_boxes` outlines regions.
-* :func:`gallery` writes one ``index.html`` and its PNGs: per image, a grid of methods x layers for each explained
-  class (classifiers), or methods x regions with the region drawn (VAEs).
 
-How each map is shown (:func:`display_kind`): CAM-style maps and saliency (|gradient|, max over channels) as
-heat overlays; guided backprop, deconvnet and guided Grad-CAM as gradient images; VAE area maps as heat overlays.
-Gradient displays scale by the 99.5th percentile so a few extreme pixels do not wash out the rest.
+How :func:`render_map` shows a map follows from its shape alone (:func:`display_kind`), never from its method's
+name: ``[H, W]`` maps (the CAM family, VAE area Grad-CAM) as overlays; ``[3, H, W]`` input gradients (saliency,
+guided backprop, deconvnet, guided Grad-CAM, VAE area saliency) as heat pictures of ``|g|`` by default, as Captum's
+``visualize_image_attr`` does, or as gradient images with ``gradients="gradient"``. Gradient displays scale by the
+99.5th percentile so a few extreme pixels do not wash out the rest. The HTML gallery is :mod:`camserve.gallery`.
 """
 
 from __future__ import annotations
 
-import html
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+import math
+from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -29,17 +27,19 @@ from PIL import Image, ImageDraw, ImageFont
 from camserve._colormaps import NAMES as COLORMAPS
 from camserve._colormaps import table
 from camserve._images import load_rgb
-from camserve._results import ExplainResult, Geometry, Map, MapKey, Reduction, normalize_array, resize_array
-from camserve.errors import CamserveError
+from camserve._maps import Map, Reduction, Sign, normalize_array, resize_array
+from camserve._results import Geometry
+from camserve.errors import InvalidArgument
 
 __all__ = [
     "COLORMAPS",
-    "GalleryEntry",
+    "GradientDisplay",
+    "check_style",
+    "colorbar",
     "colorize",
     "colormap",
     "display_kind",
     "draw_boxes",
-    "gallery",
     "gradient_image",
     "heat_image",
     "model_view",
@@ -48,8 +48,8 @@ __all__ = [
     "render_map",
 ]
 
-#: Methods whose 3-channel maps read best as gradient images rather than heat.
-GRADIENT_IMAGE_METHODS = frozenset({"guided_backprop", "deconvnet", "guided_gradcam"})
+#: How :func:`render_map` shows 3-channel input-gradient maps: ``"heat"`` (``|g|``) or ``"gradient"`` (signed RGB).
+GradientDisplay = Literal["heat", "gradient"]
 #: Percentile used to scale gradient-derived displays (robust to a few extreme pixels).
 ROBUST_PERCENTILE = 99.5
 BOX_COLOR = (0, 255, 255)
@@ -58,39 +58,62 @@ OUTSIDE_DIM = 0.6
 
 
 def colormap(name: str = "inferno") -> np.ndarray:
-    """The ``(256, 3)`` uint8 table of a vendored perceptual colormap: ``"inferno"`` or ``"viridis"``."""
+    """The ``(256, 3)`` uint8 table of a vendored perceptual colormap: ``"inferno"`` or ``"viridis"``.
+
+    Raises:
+        InvalidArgument: Another name.
+    """
     return table(name)
 
 
 def colorize(values: np.ndarray, cmap: str = "inferno", *, normalize: bool = True) -> np.ndarray:
     """Colours a 2-D array: ``H x W x 3`` uint8. Values are min-max normalised first unless ``normalize=False``
-    (then they must already lie in [0, 1]; NaN becomes black)."""
+    (then they must already lie in [0, 1]; NaN becomes black).
+
+    Raises:
+        InvalidArgument: ``values`` is not 2-D, or ``cmap`` is not a vendored colormap.
+    """
     v = np.asarray(values, dtype=np.float32)
     if v.ndim != 2:
-        raise ValueError(f"colorize needs a 2-D array, got shape {v.shape}")
+        raise InvalidArgument(f"colorize needs a 2-D array, got shape {v.shape}", field="values")
     if normalize:
         v = normalize_array(np.nan_to_num(v))
     index = np.clip(np.nan_to_num(v) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.asarray(table(cmap)[index], dtype=np.uint8)
 
 
-def display_kind(m: Map) -> Literal["overlay", "heat", "gradient"]:
-    """How :func:`render_map` shows a map.
+def display_kind(m: Map, gradients: GradientDisplay = "heat") -> Literal["overlay", "heat", "gradient"]:
+    """How :func:`render_map` shows a map, from its shape (what the map declares), whatever its method.
 
-    ``"overlay"``: 2-D maps (the CAM family, VAE area Grad-CAM) blended over the image. ``"heat"``: saliency-style
-    3-channel maps reduced to ``|g|`` (max over channels), coloured over a dimmed grey image (they are sparse, an
-    overlay would hide them). ``"gradient"``: guided backprop, deconvnet and guided Grad-CAM as RGB images.
+    ``"overlay"``: 2-D maps (the CAM family, VAE area Grad-CAM) blended over the image. 3-channel input gradients
+    are shown as ``gradients`` says: ``"heat"`` reduces them to ``|g|`` (max over channels), coloured over a dimmed
+    grey image (they are sparse, an overlay would hide them); ``"gradient"`` draws them as RGB images (the usual
+    look of guided backprop: zero grey, the sign per channel brighter or darker).
+
+    Raises:
+        InvalidArgument: ``gradients`` is neither ``"heat"`` nor ``"gradient"``.
     """
-    if not m.is_gradient:
-        return "overlay"
-    return "gradient" if m.method in GRADIENT_IMAGE_METHODS else "heat"
+    check_style(gradients=gradients)
+    return gradients if m.is_gradient else "overlay"
+
+
+def check_style(*, cmap: str = "inferno", alpha: float = 0.8, gradients: GradientDisplay = "heat") -> None:
+    """Checks drawing options the way every picture here does, so a caller can check them before drawing many.
+
+    Raises:
+        InvalidArgument: ``cmap`` is not a vendored colormap, ``alpha`` is outside [0, 1], or ``gradients`` is
+            neither ``"heat"`` nor ``"gradient"``.
+    """
+    table(cmap)
+    if not 0.0 <= alpha <= 1.0:
+        raise InvalidArgument(f"alpha must be in [0, 1], got {alpha}", field="alpha")
+    if gradients not in get_args(GradientDisplay):
+        raise InvalidArgument(f"gradients must be 'heat' or 'gradient', got {gradients!r}", field="gradients")
 
 
 def _heat(heatmap: Map | np.ndarray, reduction: Reduction) -> np.ndarray:
     """A 2-D map in [0, 1]: gradient maps reduced and scaled robustly, CAM maps min-max normalised."""
     m = heatmap if isinstance(heatmap, Map) else Map("", "", 0, np.asarray(heatmap, dtype=np.float32))
-    if m.array.ndim not in (2, 3):
-        raise ValueError(f"a heatmap is [H, W] or [3, H, W], got shape {m.shape}")
     if m.is_gradient:
         v = m.reduce(reduction).array
         positive = v[v > 0]
@@ -156,9 +179,12 @@ def overlay(
 
     Returns:
         An RGB PIL image.
+
+    Raises:
+        InvalidArgument: ``alpha`` outside [0, 1], a map that is not ``[H, W]`` / ``[C, H, W]``, an unknown
+            ``cmap`` or ``reduction``, or an image that cannot be read.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_style(cmap=cmap, alpha=alpha)
     base = load_rgb(image)
     width, height = _display_size(base.width, base.height, size)
     base = _resized(base, width, height)
@@ -176,10 +202,12 @@ def overlay(
     return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
 
 
-def gradient_image(
-    m: Map, *, sign: Literal["all", "positive", "negative", "absolute"] = "all", size: int | None = None
-) -> Image.Image:
-    """A 3-channel gradient map as an RGB image (see :meth:`camserve.Map.rgb`), robustly scaled."""
+def gradient_image(m: Map, *, sign: Sign = "all", size: int | None = None) -> Image.Image:
+    """A 3-channel gradient map as an RGB image (see :meth:`camserve.Map.rgb`), robustly scaled.
+
+    Raises:
+        InvalidArgument: A 2-D map, or an unknown ``sign``.
+    """
     rgb = m.rgb(sign, percentile=ROBUST_PERCENTILE)
     image = Image.fromarray((rgb * 255.0 + 0.5).astype(np.uint8))
     width, height = _display_size(image.width, image.height, size)
@@ -219,6 +247,7 @@ def render_map(
     alpha: float = 0.8,
     size: int | None = None,
     boxes: Sequence[tuple[int, int, int, int]] = (),
+    gradients: GradientDisplay = "heat",
 ) -> Image.Image:
     """One picture of one map, the way :func:`display_kind` says; what the CLI and the gallery write.
 
@@ -232,8 +261,9 @@ def render_map(
         alpha: Overlay weight at the map's maximum.
         size: Longer side in pixels.
         boxes: Boxes to outline, in model-input pixels (VAE regions); drawn on model-view pictures only.
+        gradients: How 3-channel input-gradient maps are shown: ``"heat"`` or ``"gradient"`` (RGB).
     """
-    kind = display_kind(m)
+    kind = display_kind(m, gradients)
     if kind == "gradient":
         picture = gradient_image(m, size=size)
         view_w = m.size[1]
@@ -274,12 +304,21 @@ def draw_boxes(
     color: tuple[int, int, int] = BOX_COLOR,
     width: int = 2,
 ) -> Image.Image:
-    """A copy of ``image`` with half-open boxes ``(x0, y0, x1, y1)`` outlined (coordinates times ``scale``)."""
+    """A copy of ``image`` with half-open boxes ``(x0, y0, x1, y1)`` outlined (coordinates times ``scale``).
+
+    A box is drawn as given: one outside the image is clipped, an empty one is a line or a dot. Whether a box is a
+    valid VAE region is the server's to say, not the picture's.
+
+    Raises:
+        InvalidArgument: A box that is not four finite numbers.
+    """
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
     font = _font(12)
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        rect = (x0 * scale, y0 * scale, x1 * scale - 1, y1 * scale - 1)
+    for i, box in enumerate(boxes):
+        x0, y0, x1, y1 = (v * scale for v in _box_numbers(box, f"boxes[{i}]"))
+        left, right, top, bottom = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
+        rect = (left, top, max(right - 1, left), max(bottom - 1, top))
         draw.rectangle(rect, outline=(0, 0, 0), width=width + 2)
         draw.rectangle(rect, outline=color, width=width)
         if labels is not None and i < len(labels):
@@ -287,6 +326,16 @@ def draw_boxes(
                 (rect[0] + 3, rect[1] + 2), labels[i], fill=color, font=font, stroke_width=2, stroke_fill=(0, 0, 0)
             )
     return out
+
+
+def _box_numbers(box: object, field: str) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"a box is four numbers (x0, y0, x1, y1), got {box!r}", field=field) from None
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise InvalidArgument(f"box coordinates must be finite, got {box!r}", field=field)
+    return x0, y0, x1, y1
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -305,11 +354,17 @@ def panels(
     background: tuple[int, int, int] = (255, 255, 255),
     font_size: int = 14,
 ) -> Image.Image:
-    """Images side by side (scaled to one height) with a title above each; returns one RGB image."""
+    """Images side by side (scaled to one height) with a title above each; returns one RGB image.
+
+    Raises:
+        InvalidArgument: No images, not one title per image, or a negative ``height`` (0 or None: the tallest).
+    """
     if not images:
-        raise ValueError("panels needs at least one image")
+        raise InvalidArgument("panels needs at least one image", field="images")
     if titles is not None and len(titles) != len(images):
-        raise ValueError(f"{len(titles)} titles for {len(images)} images")
+        raise InvalidArgument(f"{len(titles)} titles for {len(images)} images", field="titles")
+    if height is not None and height < 0:
+        raise InvalidArgument(f"height must be a number of pixels, got {height}", field="height")
     h = height or max(im.height for im in images)
     scaled = [_resized(im.convert("RGB"), max(1, round(im.width * h / im.height)), h) for im in images]
     font = _font(font_size)
@@ -335,246 +390,13 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | Image
     return text + "…"
 
 
-# ---- gallery ----
-
-
-@dataclass(frozen=True)
-class GalleryEntry:
-    """One image for :func:`gallery`.
-
-    Attributes:
-        name: A title (e.g. the file name).
-        image: The image as sent (path, bytes, PIL image or array).
-        result: Its :class:`~camserve.ExplainResult`.
-        regions: VAE boxes ``(x0, y0, x1, y1)`` in model-input pixels, in request order (map target = index).
-    """
-
-    name: str
-    image: object
-    result: ExplainResult
-    regions: Sequence[tuple[int, int, int, int]] = field(default_factory=tuple)
-
-
 def colorbar(cmap: str = "inferno", width: int = 256, height: int = 12) -> Image.Image:
-    """A horizontal strip of the colormap, low values on the left (the gallery's legend)."""
+    """A horizontal strip of the colormap, low values on the left (the gallery's legend).
+
+    Raises:
+        InvalidArgument: An unknown ``cmap``, or a ``width`` or ``height`` below 1.
+    """
+    if width < 1 or height < 1:
+        raise InvalidArgument(f"a colorbar is at least 1 x 1 pixels, got {width} x {height}", field="size")
     ramp = np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1))
     return Image.fromarray(colorize(ramp, cmap, normalize=False))
-
-
-def _slug(text: str) -> str:
-    text = text.replace("+", "p")  # gradcam++ -> gradcampp, distinct from gradcam
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 24px; color: #222; background: #f6f6f6; }
-h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin: 0 0 4px; }
-h3 { font-size: 15px; margin: 16px 0 6px; }
-section { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: 14px 18px; margin: 18px 0; }
-.legend { font-size: 13px; color: #555; } .legend img { display: inline-block; vertical-align: middle; margin: 0 6px; }
-.preds { color: #444; font-size: 14px; margin: 0 0 10px; }
-.row { display: flex; gap: 14px; flex-wrap: wrap; align-items: flex-start; }
-figure { margin: 0; text-align: center; } figcaption { font-size: 12px; color: #555; margin-top: 3px; }
-table { border-collapse: collapse; } td { padding: 4px; vertical-align: top; }
-th { font-size: 12px; font-weight: 600; color: #333; padding: 4px 8px; } th.rowhead { text-align: right; }
-img { display: block; border-radius: 3px; }
-.error { color: #b00020; font-weight: 600; } .meta { color: #777; font-size: 12px; margin-top: 8px; }
-"""
-
-_LEGEND = (
-    "Overlays and heat maps: {bar} low → high (each map scaled to its own range). Gradient images (guided "
-    "backprop, deconvnet, guided Grad-CAM): grey is zero, brighter/darker is positive/negative per colour channel."
-)
-
-
-def gallery(
-    entries: Iterable[GalleryEntry],
-    out_dir: str | Path,
-    *,
-    title: str = "camserve explanations",
-    cmap: str = "inferno",
-    alpha: float = 0.8,
-    size: int = 224,
-) -> Path:
-    """Writes an HTML page with PNGs a person can open: ``out_dir/index.html`` and ``out_dir/gallery/...``.
-
-    Per image: the original (the model's crop outlined), the model's input (VAE regions drawn) and the
-    reconstruction (VAEs); then, for classifiers, one table per explained class with methods as rows and layers
-    as columns ("input" for input-level methods), maps overlaid on the whole original; for VAEs, one table of
-    methods x regions on the model's input, each region outlined. Images that failed show their error.
-
-    ``entries`` may be a generator (e.g. over ``explain_many``): each entry is rendered and written as it comes,
-    so memory does not grow with the number of images.
-
-    Args:
-        entries: The images and their results.
-        out_dir: Folder to write into (created; earlier gallery files are overwritten).
-        title: Page title.
-        cmap: Colormap of overlays and heat maps.
-        alpha: Overlay weight at a map's maximum.
-        size: Longer side of every picture in pixels (small model inputs are scaled up to it).
-
-    Returns:
-        The path of ``index.html``.
-    """
-    root = Path(out_dir)
-    assets = root / "gallery"
-    assets.mkdir(parents=True, exist_ok=True)
-    colorbar(cmap).save(assets / "colorbar.png")
-    bar = "<img src='gallery/colorbar.png' width='256' height='12' alt='colormap, low to high'>"
-    index = root / "index.html"
-    partial = root / ".index.html.part"
-    with partial.open("w", encoding="utf-8") as page_file:
-        page_file.write(
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
-            f"<h1>{html.escape(title)}</h1>\n<p class='legend'>{_LEGEND.format(bar=bar)}</p>\n"
-        )
-        for n, entry in enumerate(entries):
-            folder = assets / _slug(f"{n:03d}_{Path(entry.name).stem if entry.name else 'image'}")
-            folder.mkdir(exist_ok=True)
-            page_file.write(_entry_html(entry, _Page(folder, root), cmap=cmap, alpha=alpha, size=size) + "\n")
-        page_file.write("</body></html>\n")
-    partial.replace(index)  # a reader never sees a half-written page
-    return index
-
-
-class _Page:
-    """Saves one entry's pictures under unique file names and returns their HTML figures."""
-
-    def __init__(self, folder: Path, root: Path) -> None:
-        self.folder = folder
-        self.root = root
-        self.names: set[str] = set()
-
-    def figure(self, image: Image.Image, name: str, caption: str) -> str:
-        stem = _slug(name)
-        while stem in self.names:
-            stem += "_"
-        self.names.add(stem)
-        path = self.folder / f"{stem}.png"
-        image.save(path, format="PNG", optimize=True)
-        src = html.escape(path.relative_to(self.root).as_posix())
-        alt = html.escape(caption)
-        return (
-            f"<figure><img src='{src}' width='{image.width}' height='{image.height}' alt='{alt}'>"
-            f"<figcaption>{alt}</figcaption></figure>"
-        )
-
-
-def _caption(m: Map) -> str:
-    return f"{m.method} · {'x'.join(str(d) for d in m.shape)}"
-
-
-def _entry_html(entry: GalleryEntry, page: _Page, *, cmap: str, alpha: float, size: int) -> str:
-    result, g = entry.result, entry.result.geometry
-    out = [f"<section><h2>{html.escape(entry.name)}</h2>"]
-    if result.error is not None:
-        e = result.error
-        where = f" (field {e.field})" if e.field else ""
-        try:  # the image may be what failed: show it only if it can be read
-            original = load_rgb(entry.image)
-            shown = _resized(original, *_display_size(original.width, original.height, size))
-            out.append(f"<div class='row'>{page.figure(shown, 'original', 'original')}</div>")
-        except CamserveError:
-            pass
-        out.append(f"<p class='error'>{html.escape(f'{type(e).__name__}: {e.message}{where}')}</p></section>")
-        return "\n".join(out)
-    original = load_rgb(entry.image)
-    shown = _resized(original, *_display_size(original.width, original.height, size))
-    if result.predictions:
-        top = ", ".join(f"{html.escape(p.label or str(p.class_id))} {p.score:.3f}" for p in result.predictions[:3])
-        out.append(f"<p class='preds'>top predictions: {top}</p>")
-    row = []
-    full = g is None or g.crop.as_tuple() == (0, 0, g.original_size[1], g.original_size[0])
-    if full:
-        row.append(page.figure(shown, "original", "original"))
-    else:
-        assert g is not None  # for type checkers: `full` is True when g is None
-        outlined = draw_boxes(shown, [g.crop.as_tuple()], scale=shown.width / original.width, color=(255, 255, 255))
-        row.append(page.figure(outlined, "original", "original, model's crop outlined"))
-    vae = bool(entry.regions) or result.reconstruction is not None or not result.predictions
-    view = model_view(entry.image, g, size=size)
-    in_w = g.input_size[1] if g is not None and g.input_size[1] else view.width
-    labels = [f"R{i}" for i in range(len(entry.regions))]
-    if vae:
-        boxed = draw_boxes(view, entry.regions, scale=view.width / in_w, labels=labels) if entry.regions else view
-        row.append(page.figure(boxed, "input", "model input" + (", regions" if entry.regions else "")))
-    if result.reconstruction is not None:
-        rec_array = np.clip(result.reconstruction, 0.0, 1.0) * 255.0 + 0.5
-        rec = _resized(Image.fromarray(rec_array.astype(np.uint8)), view.width, view.height)
-        if entry.regions:
-            rec = draw_boxes(rec, entry.regions, scale=rec.width / result.reconstruction.shape[1], labels=labels)
-        row.append(page.figure(rec, "reconstruction", "reconstruction"))
-    out.append(f"<div class='row'>{''.join(row)}</div>")
-    if vae:
-        out.append(_vae_table(entry, page, cmap=cmap, alpha=alpha, size=size))
-    else:
-        out.extend(_classifier_tables(entry, page, cmap=cmap, alpha=alpha, size=size))
-    t = result.timing
-    meta = f"model {result.model_name} · server explain {t.explain_ms:.0f} ms · round trip {t.round_trip_ms:.0f} ms"
-    out.append(f"<p class='meta'>{html.escape(meta)}</p></section>")
-    return "\n".join(out)
-
-
-def _classifier_tables(entry: GalleryEntry, page: _Page, *, cmap: str, alpha: float, size: int) -> list[str]:
-    result = entry.result
-    labels = {p.class_id: p for p in result.predictions}
-    out = []
-    for target in result.targets:
-        p = labels.get(target)
-        name = f"{p.label or 'class'} ({target}), score {p.score:.3f}" if p else f"class {target}"
-        out.append(f"<h3>explaining {html.escape(name)}</h3>")
-        layers = result.layers
-        head = "".join(f"<th>{html.escape(layer or 'input')}</th>" for layer in layers)
-        rows = []
-        for method in result.methods:
-            by_layer = {k.layer: m for k, m in result.maps.items() if k.method == method and k.target == target}
-            if not by_layer:
-                continue
-            cells = []
-            for layer in layers:
-                m = by_layer.get(layer)
-                if m is None:
-                    cells.append("<td></td>")
-                    continue
-                picture = render_map(entry.image, m, geometry=result.geometry, cmap=cmap, alpha=alpha, size=size)
-                stem = f"{method}_{layer or 'input'}_t{target}"
-                cells.append(f"<td>{page.figure(picture, stem, _caption(m))}</td>")
-            rows.append(f"<tr><th class='rowhead'>{html.escape(method)}</th>{''.join(cells)}</tr>")
-        out.append(f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
-    return out
-
-
-def _vae_table(entry: GalleryEntry, page: _Page, *, cmap: str, alpha: float, size: int) -> str:
-    result = entry.result
-    regions = result.targets
-    head = "".join(
-        f"<th>region R{r}{html.escape(f' {tuple(entry.regions[r])}' if r < len(entry.regions) else '')}</th>"
-        for r in regions
-    )
-    rows = []
-    # One row per (method, layer): area Grad-CAM may be asked for at several encoder layers.
-    for method, layer in dict.fromkeys((k.method, k.layer) for k in result.maps):
-        cells = []
-        for r in regions:
-            m = result.maps.get(MapKey(method, layer, r))
-            if m is None:
-                cells.append("<td></td>")
-                continue
-            boxes = [tuple(entry.regions[r])] if r < len(entry.regions) else []
-            picture = render_map(
-                entry.image,
-                m,
-                geometry=result.geometry,
-                on_original=False,
-                cmap=cmap,
-                alpha=alpha,
-                size=size,
-                boxes=boxes,  # type: ignore[arg-type]
-            )
-            stem = f"{method}_{layer or 'input'}_r{r}"
-            cells.append(f"<td>{page.figure(picture, stem, _caption(m))}</td>")
-        title = f"{method} · {layer}" if layer else method
-        rows.append(f"<tr><th class='rowhead'>{html.escape(title)}</th>{''.join(cells)}</tr>")
-    return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import camserve
 import grpc
 import numpy as np
 import pytest
@@ -297,6 +299,13 @@ def fake() -> Iterator[FakeServer]:
 def client_kwargs(fake: FakeServer) -> dict[str, object]:
     """Client arguments for the fake: its address as both inference and management address, fast retries."""
     return {"management_address": fake.address, "timeout": 10.0, "backoff": 0.01}
+
+
+@pytest.fixture
+def client(fake: FakeServer, client_kwargs: dict[str, Any]) -> Iterator[camserve.Client]:
+    """A client of the fake, closed after the test."""
+    with camserve.Client(fake.address, **client_kwargs) as c:
+        yield c
 
 
 @pytest.fixture

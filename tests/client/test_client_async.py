@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +35,53 @@ def test_same_methods_and_signatures(name: str) -> None:
     )
     if name != "explain_many":
         assert inspect.iscoroutinefunction(getattr(camserve.AsyncClient, name))
+
+
+def test_explain_options_are_declared_once_and_documented() -> None:
+    # both clients take the same typed options; the keys are the ones client/README.md and Client.explain document
+    from camserve._options import ExplainManyArgs, ExplainOneArgs
+
+    for name, options in (("explain", ExplainOneArgs), ("explain_many", ExplainManyArgs)):
+        for cls in (camserve.Client, camserve.AsyncClient):
+            parameter = inspect.signature(getattr(cls, name)).parameters["options"]
+            assert parameter.kind is inspect.Parameter.VAR_KEYWORD
+            assert parameter.annotation == f"Unpack[{options.__name__}]", (cls, name)
+    readme = (Path(__file__).resolve().parents[2] / "client" / "README.md").read_text()
+    signature = readme[readme.index("`explain(images, *, model, ") : readme.index("— one image gives")]
+    documented = set(re.findall(r"(\w+)=", signature)) | {"timeout", "headers"}  # "each takes timeout= and headers="
+    assert documented == set(ExplainOneArgs.__annotations__)
+    docstring = camserve.Client.explain.__doc__ or ""
+    assert all(f"``{key}``" in docstring for key in ExplainOneArgs.__annotations__)
+    assert {"concurrency", "batch_size"} == set(ExplainManyArgs.__annotations__) - set(ExplainOneArgs.__annotations__)
+
+
+CALLER = """\
+import camserve
+
+def use(client: camserve.Client, aio: camserve.AsyncClient) -> None:
+    one: camserve.ExplainResult = client.explain("a.jpg", model="m", methods=["gradcam"], top_k=2)
+    many: list[camserve.ExplainResult] = client.explain(["a.jpg"], model="m", request_id="r", timeout=5.0)
+    client.explain("a.jpg", model="m", method="gradcam")
+    client.explain("a.jpg", model="m", top_k="2")
+    client.explain_many(["a.jpg"], model="m", request_id="r")
+    aio.explain_many(["a.jpg"], model="m", concurrency=2, batch_size=2, strict=True)
+    aio.explain(b"x", model="m", concurrency=2)
+"""
+
+
+def test_explain_options_are_typed_for_callers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # mypy --strict sees every keyword with its type (an IDE sees the same): misspelt, mistyped and misplaced
+    # keywords are errors, the documented ones are not
+    from mypy import api
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "caller.py").write_text(CALLER)
+    monkeypatch.setenv("MYPYPATH", os.pathsep.join([str(root / "client"), str(root / "proto")]))
+    args = ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), "--follow-imports", "silent"]
+    report, _, _ = api.run([*args, "--ignore-missing-imports", "--python-version", "3.11", str(tmp_path / "caller.py")])
+    errors = sorted({int(line.split(":")[1]) for line in report.splitlines() if ": error:" in line})
+    assert errors == [6, 7, 8, 10], report
+    assert 'did you mean "methods"' in report
 
 
 @pytest.mark.asyncio

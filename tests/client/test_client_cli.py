@@ -12,7 +12,7 @@ import camserve
 import grpc
 import numpy as np
 import pytest
-from camserve import cli
+from camserve import cli, render
 from conftest import INPUT, FakeServer, free_port
 from PIL import Image
 
@@ -115,6 +115,18 @@ def test_explain_writes_maps_summary_and_gallery(conn: list[str], images: list[P
     assert cam.shape == (4, 4) and cam.max() == 1.0  # image 0 -> value 1 in the fake
     index = (out_dir / "index.html").read_text()
     assert index.count("<section>") == 3 and "gallery/000_img0/gradcam_layer1_t0.png" in index
+
+
+@pytest.mark.parametrize("gradients", ["heat", "gradient"])
+def test_explain_draws_gradients_as_asked(conn: list[str], images: list[Path], tmp_path: Path, gradients: str) -> None:
+    out_dir = tmp_path / gradients
+    args = ["--method", "saliency", "--gradients", gradients, "--out", str(out_dir), "--no-progress", *conn]
+    code, _, err = run("explain", str(images[1]), "--model", "shapes-classifier", *args)
+    assert code == 0, err
+    saliency = camserve.Map("saliency", "", 0, np.load(out_dir / "maps" / "img1" / "saliency_input_t0.npy"))
+    expected = render.render_map(images[1], saliency, size=224, gradients=gradients)  # type: ignore[arg-type]
+    with Image.open(out_dir / "maps" / "img1" / "saliency_input_t0.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), np.asarray(expected))
 
 
 def test_explain_directory_regions_and_reconstruction(conn: list[str], images: list[Path], tmp_path: Path) -> None:

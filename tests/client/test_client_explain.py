@@ -1,29 +1,20 @@
-"""explain / explain_many / describe / models / ping against the in-process fake, and the result objects."""
+"""explain / describe / models / ping against the in-process fake: what is sent, and the results read back."""
 
 from __future__ import annotations
 
 import io
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import camserve
-import grpc
 import numpy as np
 import pytest
-from camserve._results import decode_tensor
+from camserve._decode import decode_tensor
 from camserve_proto.camserve.v1 import explain_pb2
-from conftest import CAM, INPUT, LABELS, FakeServer, default_answer, tensor
+from conftest import CAM, INPUT, LABELS, FakeServer
 from PIL import Image
 
 MODEL = "shapes-classifier"
-
-
-@pytest.fixture
-def client(fake: FakeServer, client_kwargs: dict[str, Any]) -> Any:
-    with camserve.Client(fake.address, **client_kwargs) as c:
-        yield c
 
 
 # ---- inputs ----
@@ -215,9 +206,9 @@ def test_targets_are_sent(
         ({"encoding": "jpeg"}, "encoding"),
         ({"resolution": "huge"}, "resolution"),
         ({"top_predictions": 0}, "top_predictions"),
-        ({"regions": [(0, 0, 0, 5)]}, "regions[0]"),
         ({"regions": [(1, 2, 3)]}, "regions[0]"),
-        ({"regions": [np.zeros((4, 4), bool)]}, "regions[0]"),
+        ({"regions": [(1, 2, 3.0, 4)]}, "regions[0]"),
+        ({"regions": [(0, 0, 2**31, 5)]}, "regions[0]"),  # the wire's int32
         ({"regions": [np.zeros((4, 4), np.float32)]}, "regions[0]"),
         ({"regions": []}, "regions"),
         ({"regions": 5}, "regions"),
@@ -229,6 +220,17 @@ def test_bad_options_raise_before_sending(
     with pytest.raises(camserve.InvalidArgument) as info:
         client.explain(np.zeros((8, 8, 3), np.uint8), model=MODEL, **kwargs)
     assert info.value.field == field
+    assert fake.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "keyword"),
+    [("explain", "method"), ("explain", "concurrency"), ("explain_many", "method"), ("explain_many", "request_id")],
+)
+def test_unknown_keyword_is_a_type_error(client: camserve.Client, fake: FakeServer, call: str, keyword: str) -> None:
+    # as for any Python function: explain takes no concurrency, explain_many no request_id
+    with pytest.raises(TypeError, match=rf"{call}\(\) got an unexpected keyword argument '{keyword}'"):
+        getattr(client, call)([np.zeros((8, 8, 3), np.uint8)], model=MODEL, **{keyword: 2})
     assert fake.calls == 0
 
 
@@ -263,6 +265,20 @@ def test_regions_boxes_and_masks_shared_and_per_image(client: camserve.Client, f
     assert results[0].predictions == () and results[0].top is None
 
 
+def test_region_values_are_the_servers_to_check(client: camserve.Client, fake: FakeServer) -> None:
+    # The SDK checks a region's form; order, emptiness and bounds are checked by the server for every caller
+    # (test_client_integration.py: the real server rejects these with InvalidArgument).
+    empty = np.zeros((4, 4), bool)
+    client.explain(
+        [np.zeros((8, 8, 3), np.uint8), camserve.Input(np.zeros((8, 8, 3), np.uint8), regions=[empty])],
+        model="vae",
+        regions=[(5, 5, 2, 2), (-1, 0, 3, 3)],
+    )
+    r = sent(fake)
+    assert [tuple((b.box.x0, b.box.y0, b.box.x1, b.box.y1)) for b in r.regions] == [(5, 5, 2, 2), (-1, 0, 3, 3)]
+    assert r.images[1].regions[0].mask.data == bytes(16)
+
+
 def test_per_image_targets(client: camserve.Client, fake: FakeServer) -> None:
     img = np.zeros((8, 8, 3), np.uint8)
     results = client.explain([camserve.Input(img, target="cross"), camserve.Input(img, top_k=2), img], model=MODEL)
@@ -294,9 +310,9 @@ def test_result_structure(client: camserve.Client) -> None:
     assert result.map("saliency").is_gradient
     with pytest.raises(ValueError):
         cam.array[0, 0] = 5  # read-only
-    with pytest.raises(KeyError, match="give layer="):
+    with pytest.raises(camserve.NotFound, match="give layer="):
         result.map("gradcam")
-    with pytest.raises(KeyError, match="no map"):
+    with pytest.raises(camserve.NotFound, match="no map"):
         result.map("deconvnet")
     g = result.geometry
     assert g == camserve.Geometry((40, 60), camserve.Box(10, 0, 50, 40), (INPUT, INPUT))
@@ -324,160 +340,6 @@ def test_map_encodings_decode_to_the_same_values(client: camserve.Client, encodi
 def test_resolution_input(client: camserve.Client) -> None:
     result = client.explain(np.zeros((8, 8, 3), np.uint8), model=MODEL, resolution="input")
     assert result.map("gradcam").shape == (INPUT, INPUT)
-
-
-def bilinear_reference(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Half-pixel-centre bilinear upsampling (PyTorch's align_corners=False), written out in numpy."""
-    ih, iw = a.shape
-    ys = np.clip((np.arange(h) + 0.5) * ih / h - 0.5, 0, ih - 1)
-    xs = np.clip((np.arange(w) + 0.5) * iw / w - 0.5, 0, iw - 1)
-    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
-    y1, x1 = np.minimum(y0 + 1, ih - 1), np.minimum(x0 + 1, iw - 1)
-    wy, wx = (ys - y0)[:, None], (xs - x0)[None, :]
-    top = a[y0][:, x0] * (1 - wx) + a[y0][:, x1] * wx
-    bottom = a[y1][:, x0] * (1 - wx) + a[y1][:, x1] * wx
-    return top * (1 - wy) + bottom * wy
-
-
-def test_map_upsample_is_bilinear() -> None:
-    rng = np.random.default_rng(3)
-    a = rng.random((7, 7)).astype(np.float32)
-    m = camserve.Map("gradcam", "l", 0, a)
-    up = m.upsample((224, 168))
-    assert isinstance(up, camserve.Map) and up.shape == (224, 168) and up.key == m.key
-    np.testing.assert_allclose(up.array, bilinear_reference(a, 224, 168), atol=1e-5)
-    g = camserve.Map("saliency", "", 0, rng.random((3, 5, 5)).astype(np.float32))
-    assert g.upsample((10, 20)).shape == (3, 10, 20)
-    with pytest.raises(ValueError):
-        m.upsample((0, 5))
-
-
-def test_map_normalized_reduce_rgb_and_array_protocol() -> None:
-    a = np.array([[1.0, 3.0], [5.0, 9.0]], np.float32)
-    m = camserve.Map("gradcam", "l", 0, a)
-    np.testing.assert_allclose(m.normalized().array, [[0, 0.25], [0.5, 1.0]])
-    np.testing.assert_allclose(camserve.Map("x", "", 0, np.full((2, 2), 4.0, np.float32)).normalized().array, 0)
-    assert np.asarray(m) is m.array and np.asarray(m, dtype=np.float64).dtype == np.float64
-    assert m.reduce("abs_max") is m
-    g = np.zeros((3, 1, 3), np.float32)
-    g[:, 0, 0] = [1.0, -2.0, 0.5]
-    g[:, 0, 1] = [-3.0, 0.0, 0.0]
-    g[:, 0, 2] = [0.0, 0.0, 0.0]
-    gm = camserve.Map("saliency", "", 0, g)
-    np.testing.assert_allclose(gm.reduce("abs_max").array, [[2.0, 3.0, 0.0]])
-    np.testing.assert_allclose(gm.reduce("positive").array, [[1.0, 0.0, 0.0]])
-    np.testing.assert_allclose(gm.reduce("negative").array, [[2.0, 3.0, 0.0]])
-    np.testing.assert_allclose(gm.reduce("luminance").array, [[0.299 + 2 * 0.587 + 0.5 * 0.114, 3 * 0.299, 0]])
-    np.testing.assert_allclose(gm.heatmap().ravel(), [2 / 3, 1.0, 0.0])
-    rgb = gm.rgb("all")
-    assert rgb.shape == (1, 3, 3)
-    np.testing.assert_allclose(rgb[0, 2], 0.5)  # zero gradient is mid-grey
-    np.testing.assert_allclose(rgb[0, 1], [0.0, 0.5, 0.5])  # -3 is the largest magnitude: fully dark red
-    np.testing.assert_allclose(gm.rgb("absolute")[0, 1], [1.0, 0.0, 0.0])
-    np.testing.assert_allclose(gm.rgb("positive")[0, 0], [1.0, 0.0, 0.5])
-    with pytest.raises(ValueError):
-        m.rgb()
-    with pytest.raises(ValueError):
-        gm.reduce("median")
-
-
-def test_geometry_to_original_places_map_on_crop() -> None:
-    g = camserve.Geometry(original_size=(40, 60), crop=camserve.Box(10, 0, 50, 40), input_size=(32, 32))
-    m = camserve.Map("gradcam", "l", 0, np.ones((4, 4), np.float32))
-    out = g.to_original(m, fill=np.nan)
-    assert out.shape == (40, 60)
-    assert np.isnan(out[:, :10]).all() and np.isnan(out[:, 50:]).all()
-    np.testing.assert_allclose(out[:, 10:50], 1.0)
-    three = g.to_original(np.ones((3, 8, 8), np.float32))
-    assert three.shape == (3, 40, 60) and three[:, :, :10].sum() == 0
-
-
-# ---- explain_many ----
-
-
-def test_explain_many_is_ordered_and_bounded(client: camserve.Client, fake: FakeServer) -> None:
-    # later requests answer faster than earlier ones, so completion order differs from input order
-    def answer(request: explain_pb2.ExplainRequest, model: str, context: object) -> explain_pb2.ExplainResponse:
-        first = int(request.images[0].id)
-        time.sleep(0.05 * (3 - first % 4))
-        return default_answer(request, model)
-
-    fake.answer = answer
-    images = (np.zeros((8, 8, 3), np.uint8) for _ in range(23))  # a generator: read lazily
-    results = list(client.explain_many(images, model=MODEL, concurrency=3, batch_size=2))
-    assert [r.index for r in results] == list(range(23))
-    assert [r.id for r in results] == [str(i) for i in range(23)]
-    # each map carries its image index + 1 (see the fake): results belong to their own images
-    assert [float(r.map("gradcam").array.max()) for r in results] == [float(i + 1) for i in range(23)]
-    assert fake.max_in_flight <= 3 and fake.max_in_flight >= 2
-    assert [len(r.images) for r in fake.requests].count(2) == 11
-
-
-def test_explain_many_reads_input_lazily(client: camserve.Client) -> None:
-    pulled: list[int] = []
-
-    def images() -> Any:
-        for i in range(100):
-            pulled.append(i)
-            yield np.zeros((8, 8, 3), np.uint8)
-
-    stream = client.explain_many(images(), model=MODEL, concurrency=2)
-    first = next(stream)
-    assert first.index == 0
-    assert len(pulled) <= 4  # bounded look-ahead, not the whole stream
-    stream.close()
-
-
-def test_explain_many_bad_images_in_band_and_strict(client: camserve.Client, png_bytes: bytes) -> None:
-    items = [png_bytes, b"BAD", "/no/such/file.png", png_bytes]
-    results = list(client.explain_many(items, model=MODEL, batch_size=3))
-    assert [r.ok for r in results] == [True, False, False, True]
-    assert results[1].error is not None and results[1].error.field == "images[1].encoded"
-    # server field paths are renumbered from the request's positions to the stream's
-    later = list(client.explain_many([png_bytes, png_bytes, png_bytes, b"BAD"], model=MODEL, batch_size=2))
-    assert later[3].error is not None and later[3].error.field == "images[3].encoded"
-    stream = client.explain_many(items, model=MODEL, strict=True)
-    assert next(stream).ok
-    with pytest.raises(camserve.InvalidArgument):
-        next(stream)
-
-
-def test_explain_many_request_level_errors_raise(client: camserve.Client, fake: FakeServer) -> None:
-    with pytest.raises(camserve.InvalidArgument, match="unknown method"):
-        list(client.explain_many([np.zeros((8, 8, 3), np.uint8)] * 3, model=MODEL, methods=["bogus"]))
-    fake.abort_code = grpc.StatusCode.PERMISSION_DENIED
-    with pytest.raises(camserve.Unauthenticated):
-        list(client.explain_many([np.zeros((8, 8, 3), np.uint8)] * 3, model=MODEL))
-
-
-@pytest.mark.parametrize("kwargs", [{"concurrency": 0}, {"batch_size": 0}, {"concurrency": 1.5}, {"model": ""}])
-def test_explain_many_validates_eagerly(client: camserve.Client, kwargs: dict[str, Any]) -> None:
-    args = {"model": MODEL, **kwargs}
-    with pytest.raises(camserve.InvalidArgument):
-        client.explain_many([], **args)  # raises at the call, not at the first next()
-
-
-def test_explain_many_empty_input(client: camserve.Client, fake: FakeServer) -> None:
-    assert list(client.explain_many([], model=MODEL)) == []
-    assert fake.calls == 0
-
-
-def test_client_is_thread_safe(client: camserve.Client) -> None:
-    errors: list[BaseException] = []
-
-    def work(i: int) -> None:
-        try:
-            r = client.explain(np.full((8, 8, 3), i, np.uint8), model=MODEL)
-            assert r.ok
-        except BaseException as exc:  # collected and re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
 
 
 # ---- describe / models / ping ----
@@ -514,27 +376,3 @@ def test_ping_reports_status_text(client: camserve.Client, fake: FakeServer) -> 
     assert client.ping() == "Partial Healthy"
     fake.health = "not json"
     assert client.ping() == "not json"
-
-
-def test_decode_tensor_png_rgb_and_uint8_range() -> None:
-    a = np.linspace(-2, 2, 3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
-    for enc in (explain_pb2.PNG, explain_pb2.UINT8):
-        out = decode_tensor(tensor(a, enc), "x")
-        assert out.shape == (3, 4, 5)
-        np.testing.assert_allclose(out, a, atol=4 / 255 + 1e-6)
-    bad = explain_pb2.Tensor(shape=[2, 2], encoding=explain_pb2.PNG, data=b"not png")
-    with pytest.raises(camserve.Internal, match="PNG"):
-        decode_tensor(bad, "x")
-    with pytest.raises(camserve.Internal, match="empty shape"):
-        decode_tensor(explain_pb2.Tensor(shape=[], data=b""), "x")
-
-
-def test_decode_tensor_applies_the_float16_scale() -> None:
-    # The server scales FLOAT16 maps whose largest |value| is outside float16's normal range by a power of two.
-    a = np.array([[1.5e-7, -3.0e-8], [0.0, 6.0e-8]], dtype=np.float32)
-    scale = 2.0**-23
-    stored = (a / scale).astype("<f2").tobytes()
-    message = explain_pb2.Tensor(shape=[2, 2], encoding=explain_pb2.FLOAT16, data=stored, scale=scale)
-    np.testing.assert_allclose(decode_tensor(message, "x"), a, rtol=1e-3)
-    unscaled = explain_pb2.Tensor(shape=[2, 2], encoding=explain_pb2.FLOAT16, data=a.astype("<f2").tobytes())
-    np.testing.assert_array_equal(decode_tensor(unscaled, "x"), a.astype(np.float16).astype(np.float32))

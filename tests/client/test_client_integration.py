@@ -16,7 +16,7 @@ from typing import Any
 import camserve
 import numpy as np
 import pytest
-from camserve import cli, render
+from camserve import cli, gallery
 from PIL import Image, ImageDraw
 
 pytestmark = pytest.mark.integration
@@ -213,6 +213,23 @@ def test_vae_regions_and_reconstruction(served: Served) -> None:
     assert float(result.reconstruction.min()) >= 0.0 and float(result.reconstruction.max()) <= 1.0
 
 
+@pytest.mark.parametrize(
+    "region",
+    [(24, 8, 8, 24), (8, 8, 8, 24), (-1, 0, 8, 8), (0, 0, 65, 8), np.zeros((64, 64), bool), np.ones((8, 8), bool)],
+    ids=["inverted", "empty", "negative", "outside", "empty-mask", "mask-size"],
+)
+def test_region_values_are_checked_by_the_server(served: Served, region: Any) -> None:
+    # the SDK sends any well-formed region; the server owns order, emptiness and bounds (one rule, one message)
+    served.server.require(VAE)
+    with served.client() as client:
+        with pytest.raises(camserve.InvalidArgument) as info:
+            client.explain(shape_image(1), model=VAE, regions=[region])
+        assert info.value.field.startswith("regions[0]") and info.value.message
+        good, bad = client.explain([shape_image(1), camserve.Input(shape_image(2), regions=[region])], model=VAE)
+    assert good.ok and isinstance(bad.error, camserve.InvalidArgument)
+    assert bad.error.field.startswith("images[1].regions[0]")
+
+
 # ---- errors the real server produces ----
 
 
@@ -380,7 +397,7 @@ def test_gallery_opens_in_chromium(served: Served, tmp_path: Path) -> None:
     if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
         pytest.skip("headless Chromium is not installed (apt-get install -y chromium; deploy/setup.sh --browser)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    entries: list[render.GalleryEntry] = []
+    entries: list[gallery.Entry] = []
     with served.client() as client:
         if SHAPES in served.server.models:
             images = [shape_image(i) for i in range(3)]
@@ -391,20 +408,20 @@ def test_gallery_opens_in_chromium(served: Served, tmp_path: Path) -> None:
                 top_k=2,
             )
             entries += [
-                render.GalleryEntry(f"shape {i}", im, r) for i, (im, r) in enumerate(zip(images, results, strict=True))
+                gallery.Entry(f"shape {i}", im, r) for i, (im, r) in enumerate(zip(images, results, strict=True))
             ]
         if VAE in served.server.models:
             regions = [(8, 8, 28, 28), (36, 36, 60, 60)]
             image = shape_image(4)
             result = client.explain(image, model=VAE, regions=regions, reconstruction=True)
-            entries.append(render.GalleryEntry("shape (VAE)", image, result, regions=regions))
+            entries.append(gallery.Entry("shape (VAE)", image, result, regions=regions))
         if IMAGENET in served.server.models:
             photos = [SAMPLES / "cat.jpg", SAMPLES / "espresso.jpg"]
             results = client.explain(
                 photos, model=IMAGENET, methods=["gradcam", "gradcam++", "guided_backprop", "guided_gradcam"]
             )
-            entries += [render.GalleryEntry(p.name, p, r) for p, r in zip(photos, results, strict=True)]
-    index = render.gallery(entries, tmp_path / "gallery", title="camserve gallery test")
+            entries += [gallery.Entry(p.name, p, r) for p, r in zip(photos, results, strict=True)]
+    index = gallery.write(entries, tmp_path / "gallery", title="camserve gallery test")
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copytree(tmp_path / "gallery", ARTIFACTS / "client-gallery", dirs_exist_ok=True)
     with sync_api.sync_playwright() as p:

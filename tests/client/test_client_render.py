@@ -9,8 +9,8 @@ from pathlib import Path
 import camserve
 import numpy as np
 import pytest
-from camserve import render
-from camserve._results import MapKey
+from camserve import gallery, render
+from camserve._maps import MapKey
 from PIL import Image
 
 RED = (200, 30, 30)
@@ -47,7 +47,7 @@ def test_vendored_colormaps_match_matplotlib(name: str) -> None:
 
 
 def test_unknown_colormap() -> None:
-    with pytest.raises(ValueError, match="inferno"):
+    with pytest.raises(camserve.InvalidArgument, match="inferno"):
         render.colormap("jet")
 
 
@@ -58,7 +58,7 @@ def test_colorize_maps_range_onto_table_ends() -> None:
     np.testing.assert_array_equal(out[0, 0], table[0])
     np.testing.assert_array_equal(out[0, 1], table[128])
     np.testing.assert_array_equal(out[0, 2], table[255])
-    with pytest.raises(ValueError):
+    with pytest.raises(camserve.InvalidArgument):
         render.colorize(np.zeros((2, 2, 2)))
 
 
@@ -71,7 +71,7 @@ def test_overlay_weight_follows_the_map() -> None:
     np.testing.assert_array_equal(out[:, 0], np.tile(RED, (4, 1)))  # zero: the image unchanged
     top = render.colormap("inferno")[255].astype(np.float64)
     np.testing.assert_allclose(out[:, -1], np.tile(0.5 * np.array(RED) + 0.5 * top, (4, 1)), atol=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(camserve.InvalidArgument):
         render.overlay(image, heat, alpha=2.0)
 
 
@@ -99,9 +99,20 @@ def test_gradient_image_zero_is_grey_and_heat_image_size() -> None:
     assert tuple(pic[3, 3]) == (128, 128, 128) and pic[0, 0, 0] == 255 and pic[5, 5, 1] == 0
     heat = render.heat_image(np.full((6, 6, 3), 90, np.uint8), camserve.Map("saliency", "", 0, g), size=12)
     assert heat.size == (12, 12)
-    assert render.display_kind(camserve.Map("saliency", "", 0, g)) == "heat"
-    assert render.display_kind(camserve.Map("guided_gradcam", "x", 0, g)) == "gradient"
-    assert render.display_kind(camserve.Map("gradcam", "x", 0, g[0])) == "overlay"
+
+
+def test_display_follows_the_maps_shape_not_its_method() -> None:
+    g = np.zeros((3, 6, 6), np.float32)
+    g[0, 0, 0] = 1.0
+    for method, layer in (("saliency", ""), ("guided_backprop", ""), ("guided_gradcam", "x"), ("area_guided", "")):
+        m = camserve.Map(method, layer, 0, g)
+        assert render.display_kind(m) == "heat" and render.display_kind(m, "gradient") == "gradient"
+        heat = np.asarray(render.render_map(np.full((6, 6, 3), 90, np.uint8), m))
+        rgb = np.asarray(render.render_map(np.full((6, 6, 3), 90, np.uint8), m, gradients="gradient"))
+        np.testing.assert_array_equal(rgb, np.asarray(render.gradient_image(m)))
+        assert tuple(rgb[3, 3]) == (128, 128, 128) and tuple(heat[3, 3]) == (45, 45, 45)  # grey zero; dimmed image
+    for method in ("gradcam", "guided_backprop", "area_gradcam"):  # a 2-D map is an overlay whatever its name
+        assert render.display_kind(camserve.Map(method, "x", 0, g[0]), "gradient") == "overlay"
 
 
 def test_panels_and_boxes() -> None:
@@ -109,7 +120,7 @@ def test_panels_and_boxes() -> None:
     b = Image.new("RGB", (10, 10), (0, 255, 0))
     out = render.panels([a, b], ["red", "a green square with a long title"], height=20, gap=4)
     assert out.height > 20 and out.width == 40 + 20 + 3 * 4
-    with pytest.raises(ValueError):
+    with pytest.raises(camserve.InvalidArgument):
         render.panels([a], ["x", "y"])
     boxed = np.asarray(render.draw_boxes(Image.new("RGB", (20, 20)), [(5, 5, 15, 15)], width=1))
     assert tuple(boxed[5, 10]) == render.BOX_COLOR and tuple(boxed[10, 10]) == (0, 0, 0)
@@ -159,19 +170,20 @@ def test_gallery_classifier_vae_and_error(tmp_path: Path) -> None:
     ] + [camserve.Map("area_gradcam", "enc.2", r, rng.random((4, 4)).astype(np.float32)) for r in range(2)]
     entries = iter(
         [
-            render.GalleryEntry("photo.png", photo, result(cls_maps, geometry=g)),
-            render.GalleryEntry(
+            gallery.Entry("photo.png", photo, result(cls_maps, geometry=g)),
+            gallery.Entry(
                 "shape.png",
                 np.zeros((16, 16, 3), np.uint8),
                 result(vae_maps, predictions=(), reconstruction=np.full((16, 16, 3), 0.5, np.float32)),
                 regions=[(0, 0, 8, 8), (8, 8, 16, 16)],
             ),
-            render.GalleryEntry("broken.png", photo, result([], error=camserve.InvalidArgument("bad", field="f"))),
-            render.GalleryEntry("garbage.png", b"BAD", result([], error=camserve.InvalidArgument("cannot decode"))),
+            gallery.Entry("broken.png", photo, result([], error=camserve.InvalidArgument("bad", field="f"))),
+            gallery.Entry("garbage.png", b"BAD", result([], error=camserve.InvalidArgument("cannot decode"))),
         ]
     )
-    index = render.gallery(entries, tmp_path / "out", title="test <gallery>")
+    index = gallery.write(entries, tmp_path / "out", title="test <gallery>")
     images, text = check_page(index)
+    assert "Gradient images" not in text  # the legend explains only what the page shows
     assert len(images) == 1 + (1 + 5) + (3 + 4) + 1  # colorbar; classifier; vae (original, input, rec); error
     assert "test <gallery>" in text  # escaped in HTML, intact as text
     for needle in ("layer1", "layer2", "input", "gradcam++", "star (3)", "region R1 (8, 8, 16, 16)", "enc.2"):
@@ -185,7 +197,22 @@ def test_gallery_classifier_vae_and_error(tmp_path: Path) -> None:
 
 def test_gallery_pictures_are_sized(tmp_path: Path) -> None:
     m = camserve.Map("gradcam", "l", 0, np.eye(4, dtype=np.float32))
-    index = render.gallery([render.GalleryEntry("x", np.zeros((32, 64, 3), np.uint8), result([m]))], tmp_path, size=100)
+    index = gallery.write([gallery.Entry("x", np.zeros((32, 64, 3), np.uint8), result([m]))], tmp_path, size=100)
     images, _ = check_page(index)
     assert {(i["width"], i["height"]) for i in images[1:]} == {("100", "50")}
     assert MapKey("gradcam", "l", 0) in result([m]).maps
+
+
+def test_gallery_draws_gradients_as_asked(tmp_path: Path) -> None:
+    g = np.zeros((3, 8, 8), np.float32)
+    g[0, 2, 2] = 1.0
+    entry = gallery.Entry("x", np.full((8, 8, 3), 90, np.uint8), result([camserve.Map("guided_backprop", "", 3, g)]))
+    for gradients in ("heat", "gradient"):
+        index = gallery.write([entry], tmp_path / gradients, size=8, gradients=gradients)
+        images, text = check_page(index)
+        (picture,) = (i for i in images if "guided_backprop" in str(i["src"]))
+        with Image.open(index.parent / str(picture["src"])) as im:
+            expected = render.render_map(entry.image, entry.result.maps[MapKey("guided_backprop", "", 3)], size=8,
+                                         gradients=gradients)  # fmt: skip
+            np.testing.assert_array_equal(np.asarray(im.convert("RGB")), np.asarray(expected))
+        assert ("Gradient images" in text) == (gradients == "gradient")

@@ -1,8 +1,7 @@
-"""Deadlines, retries (transport failures only), tokens and metadata, message sizes."""
+"""Deadlines, retries (transport failures only), settings, TLS and message sizes (tokens: test_client_auth.py)."""
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -14,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 from camserve._auth import TokenSource
-from camserve._transport import RetryPolicy, management_address_for, resolve_address
+from camserve._transport import CallState, RetryPolicy, management_address_for, resolve_address
 from camserve_proto.camserve.v1 import explain_pb2
 from conftest import FakeServer, free_port, start_fake, tensor
 
@@ -222,197 +221,12 @@ def test_small_max_message_bytes_is_enforced(fake: FakeServer, client_kwargs: di
         client.explain(np.zeros((64, 64, 3), np.uint8), model="shapes-classifier")
 
 
-# ---- tokens ----
-
-
-def key_file(path: Path, inference: str, management: str) -> Path:
-    path.write_text(
-        json.dumps(
-            {
-                "management": {"key": management, "expiration time": "2099-01-01T00:00:00Z"},
-                "inference": {"key": inference, "expiration time": "2099-01-01T00:00:00Z"},
-                "API": {"key": "api-key"},
-            },
-            indent=2,
-        )
-    )
-    return path
-
-
-def test_token_sources_precedence(tmp_path: Path) -> None:
-    f = key_file(tmp_path / "key_file.json", "file-inf", "file-man")
-    g = key_file(tmp_path / "other.json", "env-file-inf", "env-file-man")
-    env = {"CAMSERVE_TOKEN": "env-tok", "CAMSERVE_TOKEN_FILE": str(g)}
-    assert TokenSource(token="arg", token_file=f, environ=env).inference_key() == "arg"
-    assert TokenSource(token_file=f, environ=env).inference_key() == "file-inf"
-    assert TokenSource(environ=env).inference_key() == "env-tok"
-    assert TokenSource(environ={"CAMSERVE_TOKEN_FILE": str(g)}).inference_key() == "env-file-inf"
-    assert TokenSource(environ={}).inference_key() is None
-    # management key: argument, env, then the file's management key
-    assert TokenSource(token_file=f, environ=env).management_key() == "file-man"
-    assert TokenSource(environ=env).management_key() == "env-file-man"
-    assert TokenSource(token_file=f, management_token="m", environ={}).management_key() == "m"
-    assert TokenSource(token_file=f, environ={"CAMSERVE_MANAGEMENT_TOKEN": "em"}).management_key() == "em"
-    assert TokenSource(token="only", environ={}).management_key() is None
-
-
-def test_token_cleaning_and_plain_text_file(tmp_path: Path) -> None:
-    assert TokenSource(token="  Bearer abc  ", environ={}).inference_key() == "abc"
-    plain = tmp_path / "token.txt"
-    plain.write_text("xyz\n")
-    source = TokenSource(token_file=plain, environ={})
-    assert source.inference_key() == source.management_key() == "xyz"
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [("{not json", "not valid JSON"), ('{"API": {"key": "a"}}', "neither"), ("", "empty")],
-)
-def test_bad_token_files_raise_unauthenticated(tmp_path: Path, content: str, message: str) -> None:
-    path = tmp_path / "key_file.json"
-    path.write_text(content)
-    with pytest.raises(camserve.Unauthenticated, match=message):
-        TokenSource(token_file=path, environ={}).inference_key()
-
-
-def test_missing_token_file_means_no_key_yet(tmp_path: Path) -> None:
-    source = TokenSource(token_file=tmp_path / "key_file.json", environ={})
-    assert source.inference_key() is None and source.management_key() is None
-    assert "does not exist" in source.describe() and "does not exist" in source.describe("management")
-    assert not source.refresh()
-    key_file(tmp_path / "key_file.json", "i", "m")
-    assert source.inference_key() == "i"
-    assert source.describe() == f"inference key from token file {tmp_path / 'key_file.json'}"
-
-
-def test_token_file_without_management_key(tmp_path: Path) -> None:
-    path = tmp_path / "k.json"
-    path.write_text('{"inference": {"key": "i"}}')
-    with pytest.raises(camserve.Unauthenticated, match='no "management" key'):
-        TokenSource(token_file=path, environ={}).management_key()
-
-
-def test_token_is_sent_as_bearer_metadata(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
-    fake.token = "sekret"
-    with camserve.Client(fake.address, token="sekret", headers={"x-team": "vision"}, **client_kwargs) as client:
-        client.ping(headers={"x-call": "1"})
-    assert fake.metadata[-1]["authorization"] == "Bearer sekret"
-    assert fake.metadata[-1]["x-team"] == "vision" and fake.metadata[-1]["x-call"] == "1"
-
-
-def test_wrong_token_is_unauthenticated_and_names_its_source(fake: FakeServer, client_kwargs: dict[str, Any]) -> None:
-    fake.token = "right"
-    with (
-        camserve.Client(fake.address, token="wrong", **client_kwargs) as client,
-        pytest.raises(camserve.Unauthenticated) as info,
-    ):
-        client.explain(b"a", model="shapes-classifier")
-    assert info.value.code == "PERMISSION_DENIED"
-    assert "Token Authorization failed" in info.value.message and "token argument" in info.value.message
-    assert fake.calls == 1
-
-
-def test_env_token_and_file_are_used(
-    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake.token, fake.management_token = "inf", "man"
-    monkeypatch.setenv("CAMSERVE_TOKEN_FILE", str(key_file(tmp_path / "key_file.json", "inf", "man")))
-    monkeypatch.setenv("CAMSERVE_ADDRESS", fake.address)
-    with camserve.Client(**client_kwargs) as client:
-        assert client.ping() == "Healthy"
-        assert [m.name for m in client.models()] == fake.models
-    monkeypatch.setenv("CAMSERVE_TOKEN", "inf")
-    monkeypatch.delenv("CAMSERVE_TOKEN_FILE")
-    with camserve.Client(**client_kwargs) as client:
-        assert client.ping() == "Healthy"
-        with pytest.raises(camserve.Unauthenticated, match="management key"):
-            client.models()
-
-
-def test_key_file_is_reread_after_server_restart(
-    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path
-) -> None:
-    path = key_file(tmp_path / "key_file.json", "old", "old-m")
-    fake.token = "old"
-    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
-        assert client.ping() == "Healthy"
-        # the server restarts with new keys; the client notices the changed file (mtime/size) or, failing
-        # that, re-reads it once after the refusal
-        fake.token = "new-key"
-        key_file(path, "new-key", "new-m")
-        assert client.ping() == "Healthy"
-        assert fake.metadata[-1]["authorization"] == "Bearer new-key"
-
-
-def test_refused_key_triggers_one_forced_reread(
-    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path
-) -> None:
-    path = key_file(tmp_path / "key_file.json", "k1", "m1")
-    fake.token = "k1"
-    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
-        client.ping()
-        source = client.tokens
-        # a key change the stat check cannot see (same mtime and size): the cached key goes stale
-        source._keys = source._keys.__class__("stale", "m1")
-        fake.calls = 0
-        assert client.ping() == "Healthy"
-        assert fake.calls == 2  # refused with the stale key, then accepted after the re-read
-        fake.token = "k-unknown"
-        fake.calls = 0
-        with pytest.raises(camserve.Unauthenticated):
-            client.ping()
-        assert fake.calls == 1  # file unchanged: no pointless second attempt
-
-
-def test_token_file_missing_at_call_time(fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path) -> None:
-    path = tmp_path / "key_file.json"
-    # A server without token auth does not care; the call goes without a key.
-    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
-        assert client.ping() == "Healthy"
-    assert "authorization" not in fake.metadata[-1]
-    # A server with token auth refuses it; the refusal says the file is missing.
-    fake.token = "k"
-    with (
-        camserve.Client(fake.address, token_file=path, **client_kwargs) as client,
-        pytest.raises(camserve.Unauthenticated, match="does not exist"),
-    ):
-        client.ping()
-
-
-def test_token_file_written_while_the_client_waits(
-    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path
-) -> None:
-    # A client started before the server: no key file yet. The server comes up and writes its keys; the refusal
-    # of the key-less call makes the client read the file, and the call succeeds.
-    path = tmp_path / "key_file.json"
-    fake.token = "fresh"
-    fake.on_call = lambda: None if path.exists() else key_file(path, "fresh", "m")  # written at the first call
-    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
-        assert client.ping() == "Healthy"
-    assert [m.get("authorization") for m in fake.metadata] == [None, "Bearer fresh"]
-
-
 def test_tls_settings(tmp_path: Path) -> None:
     with pytest.raises(camserve.InvalidArgument, match="root certificates"):
         camserve.Client("127.0.0.1:1", tls=tmp_path / "missing.pem")
     # True (system roots) and PEM bytes build a secure channel without contacting anyone
     camserve.Client("127.0.0.1:1", tls=True).close()
     camserve.Client("127.0.0.1:1", tls=b"-----BEGIN CERTIFICATE-----\n").close()
-
-
-def test_key_file_missing_during_restart_keeps_last_keys(
-    fake: FakeServer, client_kwargs: dict[str, Any], tmp_path: Path
-) -> None:
-    path = key_file(tmp_path / "key_file.json", "k1", "m1")
-    fake.token = "k1"
-    with camserve.Client(fake.address, token_file=path, **client_kwargs) as client:
-        assert client.ping() == "Healthy"
-        path.unlink()  # TorchServe removes its keys when it stops
-        assert client.ping() == "Healthy"  # the last keys are used while the file is gone
-        fake.token = "k2"
-        key_file(path, "k2", "m2")  # the restarted server's keys
-        assert client.ping() == "Healthy"
-        assert fake.metadata[-1]["authorization"] == "Bearer k2"
 
 
 def test_large_request_dropped_by_the_server_is_resource_exhausted(
@@ -426,3 +240,14 @@ def test_large_request_dropped_by_the_server_is_resource_exhausted(
         assert info.value.code == "CANCELLED"
         with pytest.raises(camserve.Internal):  # a small request cancelled is not about its size
             client.explain(np.zeros((8, 8, 3), np.uint8), model="shapes-classifier")
+
+
+def test_cancelled_after_the_deadline_is_deadline_exceeded() -> None:
+    # with a tiny deadline, TorchServe may reset the stream (CANCELLED) before grpcio reports DEADLINE_EXCEEDED
+    state = CallState(1.0, RetryPolicy(retries=0, initial=0.1, maximum=1.0), TokenSource(environ={}), random.Random())
+    cancelled = camserve.Internal("Stream removed", code="CANCELLED")
+    assert type(state.final(cancelled)) is camserve.Internal  # time left: not about the deadline
+    state.deadline = state.started  # the deadline is spent
+    error = state.final(cancelled)
+    assert isinstance(error, camserve.DeadlineExceeded) and error.code == "CANCELLED"
+    assert "pass a larger timeout=" in error.message

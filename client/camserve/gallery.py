@@ -1,0 +1,294 @@
+"""The HTML gallery: one ``index.html`` with PNGs a person can open, for many images and their explanations.
+
+Per image, the original (the model's crop outlined), the model's input and the VAE reconstruction; then a table
+of maps: methods x layers per explained class (classifiers), or methods x regions with each region drawn (VAEs).
+The pictures are :mod:`camserve.render`'s; this module lays them out and writes the page.
+
+::
+
+    from camserve import gallery
+
+    entries = (gallery.Entry(path.name, path, result) for path, result in zip(paths, results))
+    gallery.write(entries, "out")  # out/index.html
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from camserve import render
+from camserve._files import slug
+from camserve._images import load_rgb
+from camserve._maps import Map, MapKey
+from camserve._results import ExplainResult
+from camserve.errors import CamserveError, InvalidArgument
+
+__all__ = ["Entry", "write"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image for :func:`write`.
+
+    Attributes:
+        name: A title (e.g. the file name).
+        image: The image as sent (path, bytes, PIL image or array).
+        result: Its :class:`~camserve.ExplainResult`.
+        regions: VAE boxes ``(x0, y0, x1, y1)`` in model-input pixels, in request order (map target = index).
+    """
+
+    name: str
+    image: object
+    result: ExplainResult
+    regions: Sequence[tuple[int, int, int, int]] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How every picture of one gallery is drawn (see :func:`write`)."""
+
+    cmap: str
+    alpha: float
+    size: int
+    gradients: render.GradientDisplay
+
+    def check(self) -> None:
+        """Raises :class:`~camserve.errors.InvalidArgument` for a style the pictures cannot use."""
+        render.check_style(cmap=self.cmap, alpha=self.alpha, gradients=self.gradients)
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise InvalidArgument(f"size must be a positive number of pixels, got {self.size!r}", field="size")
+
+    def picture(
+        self, entry: Entry, m: Map, *, on_original: bool = True, boxes: Sequence[tuple[int, int, int, int]] = ()
+    ) -> Image.Image:
+        """One map of ``entry``, drawn by :func:`camserve.render.render_map` in this style."""
+        return render.render_map(
+            entry.image,
+            m,
+            geometry=entry.result.geometry,
+            on_original=on_original,
+            cmap=self.cmap,
+            alpha=self.alpha,
+            size=self.size,
+            boxes=boxes,
+            gradients=self.gradients,
+        )
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; background: #f6f6f6; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin: 0 0 4px; }
+h3 { font-size: 15px; margin: 16px 0 6px; }
+section { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: 14px 18px; margin: 18px 0; }
+.legend { font-size: 13px; color: #555; } .legend img { display: inline-block; vertical-align: middle; margin: 0 6px; }
+.preds { color: #444; font-size: 14px; margin: 0 0 10px; }
+.row { display: flex; gap: 14px; flex-wrap: wrap; align-items: flex-start; }
+figure { margin: 0; text-align: center; } figcaption { font-size: 12px; color: #555; margin-top: 3px; }
+table { border-collapse: collapse; } td { padding: 4px; vertical-align: top; }
+th { font-size: 12px; font-weight: 600; color: #333; padding: 4px 8px; } th.rowhead { text-align: right; }
+img { display: block; border-radius: 3px; }
+.error { color: #b00020; font-weight: 600; } .meta { color: #777; font-size: 12px; margin-top: 8px; }
+"""
+
+_LEGEND = "Overlays and heat maps: {bar} low → high (each map scaled to its own range)."
+_LEGEND_GRADIENTS = (
+    " Gradient images (3-channel input gradients): grey is zero, brighter/darker is positive/negative per colour "
+    "channel."
+)
+
+
+def write(
+    entries: Iterable[Entry],
+    out_dir: str | Path,
+    *,
+    title: str = "camserve explanations",
+    cmap: str = "inferno",
+    alpha: float = 0.8,
+    size: int = 224,
+    gradients: render.GradientDisplay = "heat",
+) -> Path:
+    """Writes an HTML page with PNGs a person can open: ``out_dir/index.html`` and ``out_dir/gallery/...``.
+
+    Per image: the original (the model's crop outlined), the model's input (VAE regions drawn) and the
+    reconstruction (VAEs); then, for classifiers, one table per explained class with methods as rows and layers
+    as columns ("input" for input-level methods), maps overlaid on the whole original; for VAEs, one table of
+    methods x regions on the model's input, each region outlined. Images that failed show their error.
+
+    ``entries`` may be a generator (e.g. over ``explain_many``): each entry is rendered and written as it comes,
+    so memory does not grow with the number of images.
+
+    Args:
+        entries: The images and their results.
+        out_dir: Folder to write into (created; earlier gallery files are overwritten).
+        title: Page title.
+        cmap: Colormap of overlays and heat maps.
+        alpha: Overlay weight at a map's maximum.
+        size: Longer side of every picture in pixels (small model inputs are scaled up to it).
+        gradients: How 3-channel input-gradient maps are drawn: ``"heat"`` (``|g|``) or ``"gradient"`` (signed
+            RGB); see :func:`camserve.render.display_kind`.
+
+    Returns:
+        The path of ``index.html``.
+
+    Raises:
+        InvalidArgument: A style argument the pictures cannot use (checked before anything is written).
+    """
+    style = _Style(cmap, alpha, size, gradients)
+    style.check()
+    root = Path(out_dir)
+    assets = root / "gallery"
+    assets.mkdir(parents=True, exist_ok=True)
+    render.colorbar(cmap).save(assets / "colorbar.png")
+    bar = "<img src='gallery/colorbar.png' width='256' height='12' alt='colormap, low to high'>"
+    legend = _LEGEND.format(bar=bar) + (_LEGEND_GRADIENTS if gradients == "gradient" else "")
+    index = root / "index.html"
+    partial = root / ".index.html.part"
+    with partial.open("w", encoding="utf-8") as page_file:
+        page_file.write(
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+            f"<h1>{html.escape(title)}</h1>\n<p class='legend'>{legend}</p>\n"
+        )
+        for n, entry in enumerate(entries):
+            folder = assets / slug(f"{n:03d}_{Path(entry.name).stem if entry.name else 'image'}")
+            folder.mkdir(exist_ok=True)
+            page_file.write(_entry_html(entry, _Page(folder, root), style) + "\n")
+        page_file.write("</body></html>\n")
+    partial.replace(index)  # a reader never sees a half-written page
+    return index
+
+
+class _Page:
+    """Saves one entry's pictures under unique file names and returns their HTML figures."""
+
+    def __init__(self, folder: Path, root: Path) -> None:
+        self.folder = folder
+        self.root = root
+        self.names: set[str] = set()
+
+    def figure(self, image: Image.Image, name: str, caption: str) -> str:
+        stem = slug(name)
+        while stem in self.names:
+            stem += "_"
+        self.names.add(stem)
+        path = self.folder / f"{stem}.png"
+        image.save(path, format="PNG", optimize=True)
+        src = html.escape(path.relative_to(self.root).as_posix())
+        alt = html.escape(caption)
+        return (
+            f"<figure><img src='{src}' width='{image.width}' height='{image.height}' alt='{alt}'>"
+            f"<figcaption>{alt}</figcaption></figure>"
+        )
+
+
+def _caption(m: Map) -> str:
+    return f"{m.method} · {'x'.join(str(d) for d in m.shape)}"
+
+
+def _entry_html(entry: Entry, page: _Page, style: _Style) -> str:
+    result, g = entry.result, entry.result.geometry
+    out = [f"<section><h2>{html.escape(entry.name)}</h2>"]
+    if result.error is not None:
+        e = result.error
+        where = f" (field {e.field})" if e.field else ""
+        try:  # the image may be what failed: show it only if it can be read
+            shown = render.model_view(entry.image, None, size=style.size)
+            out.append(f"<div class='row'>{page.figure(shown, 'original', 'original')}</div>")
+        except CamserveError:
+            pass
+        out.append(f"<p class='error'>{html.escape(f'{type(e).__name__}: {e.message}{where}')}</p></section>")
+        return "\n".join(out)
+    original = load_rgb(entry.image)
+    shown = render.model_view(original, None, size=style.size)
+    if result.predictions:
+        top = ", ".join(f"{html.escape(p.label or str(p.class_id))} {p.score:.3f}" for p in result.predictions[:3])
+        out.append(f"<p class='preds'>top predictions: {top}</p>")
+    row = []
+    if g is None or g.crop.as_tuple() == (0, 0, g.original_size[1], g.original_size[0]):
+        row.append(page.figure(shown, "original", "original"))
+    else:
+        crop = [g.crop.as_tuple()]
+        outlined = render.draw_boxes(shown, crop, scale=shown.width / original.width, color=(255, 255, 255))
+        row.append(page.figure(outlined, "original", "original, model's crop outlined"))
+    vae = bool(entry.regions) or result.reconstruction is not None or not result.predictions
+    view = render.model_view(entry.image, g, size=style.size)
+    in_w = g.input_size[1] if g is not None and g.input_size[1] else view.width
+    labels = [f"R{i}" for i in range(len(entry.regions))]
+    if vae:
+        boxed = (
+            render.draw_boxes(view, entry.regions, scale=view.width / in_w, labels=labels) if entry.regions else view
+        )
+        row.append(page.figure(boxed, "input", "model input" + (", regions" if entry.regions else "")))
+    if result.reconstruction is not None:
+        rec_array = np.clip(result.reconstruction, 0.0, 1.0) * 255.0 + 0.5
+        # the reconstruction has the model input's shape, like the view: the same longer side gives the same size
+        rec = render.model_view(Image.fromarray(rec_array.astype(np.uint8)), None, size=max(view.size))
+        if entry.regions:
+            scale = rec.width / result.reconstruction.shape[1]
+            rec = render.draw_boxes(rec, entry.regions, scale=scale, labels=labels)
+        row.append(page.figure(rec, "reconstruction", "reconstruction"))
+    out.append(f"<div class='row'>{''.join(row)}</div>")
+    out.extend([_vae_table(entry, page, style)] if vae else _classifier_tables(entry, page, style))
+    t = result.timing
+    meta = f"model {result.model_name} · server explain {t.explain_ms:.0f} ms · round trip {t.round_trip_ms:.0f} ms"
+    out.append(f"<p class='meta'>{html.escape(meta)}</p></section>")
+    return "\n".join(out)
+
+
+def _classifier_tables(entry: Entry, page: _Page, style: _Style) -> list[str]:
+    result = entry.result
+    labels = {p.class_id: p for p in result.predictions}
+    out = []
+    for target in result.targets:
+        p = labels.get(target)
+        name = f"{p.label or 'class'} ({target}), score {p.score:.3f}" if p else f"class {target}"
+        out.append(f"<h3>explaining {html.escape(name)}</h3>")
+        layers = result.layers
+        head = "".join(f"<th>{html.escape(layer or 'input')}</th>" for layer in layers)
+        rows = []
+        for method in result.methods:
+            by_layer = {k.layer: m for k, m in result.maps.items() if k.method == method and k.target == target}
+            if not by_layer:
+                continue
+            cells = []
+            for layer in layers:
+                m = by_layer.get(layer)
+                if m is None:
+                    cells.append("<td></td>")
+                    continue
+                stem = f"{method}_{layer or 'input'}_t{target}"
+                cells.append(f"<td>{page.figure(style.picture(entry, m), stem, _caption(m))}</td>")
+            rows.append(f"<tr><th class='rowhead'>{html.escape(method)}</th>{''.join(cells)}</tr>")
+        out.append(f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
+    return out
+
+
+def _vae_table(entry: Entry, page: _Page, style: _Style) -> str:
+    result = entry.result
+    regions = result.targets
+    head = "".join(
+        f"<th>region R{r}{html.escape(f' {tuple(entry.regions[r])}' if r < len(entry.regions) else '')}</th>"
+        for r in regions
+    )
+    rows = []
+    # One row per (method, layer): area Grad-CAM may be asked for at several encoder layers.
+    for method, layer in dict.fromkeys((k.method, k.layer) for k in result.maps):
+        cells = []
+        for r in regions:
+            m = result.maps.get(MapKey(method, layer, r))
+            if m is None:
+                cells.append("<td></td>")
+                continue
+            boxes = [entry.regions[r]] if r < len(entry.regions) else []
+            picture = style.picture(entry, m, on_original=False, boxes=boxes)
+            stem = f"{method}_{layer or 'input'}_r{r}"
+            cells.append(f"<td>{page.figure(picture, stem, _caption(m))}</td>")
+        title = f"{method} · {layer}" if layer else method
+        rows.append(f"<tr><th class='rowhead'>{html.escape(title)}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
