@@ -7,7 +7,9 @@ describes each worker with its ``pid``): a bad input must be answered, never sur
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import camserve
@@ -15,6 +17,9 @@ import grpc
 import pytest
 from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2_grpc
 from reliability_helpers import DEADLINE, RawCaller, grpc_channel, png, shapes, worker_pids
+
+# The handler tests' mock TorchServe context (tests/handlers/serving_helpers.py), for test_device_faults.py.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "handlers"))
 
 CLASSIFIER = "shapes-classifier"
 VAE = "shapes-vae"
