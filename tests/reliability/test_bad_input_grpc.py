@@ -91,7 +91,7 @@ def case(
 
 # ------------------------------------------------------------------------------------------------ senders
 def via_sdk(image: Any, model: str = CLASSIFIER, **options: Any) -> Callable[[Env], Outcome | None]:
-    """One image through ``Client.explain``; its error (raised for a single image) as the outcome."""
+    """``Client.explain``; the error it raises (the request's, or a single image's) as the outcome."""
 
     def send(env: Env) -> Outcome | None:
         try:
@@ -181,7 +181,7 @@ CASES = [
     case("token-without-bearer", C, via_stub(C, EMPTY, (("authorization", "Bearer"),)), AUTH, TOKEN),
     case("token-basic-scheme", C, via_stub(C, EMPTY, (("authorization", "Basic dXNlcjpwYXNz"),)), AUTH, TOKEN),
     case("token-junk", C, via_stub(C, EMPTY, (("authorization", "Bearer %%%;'\" <junk>"),)), AUTH, TOKEN),
-    # --- the envelope
+    # --- the envelope (an input map without "request" is answered as the REST path answers: JSON, status OK)
     case("empty-input-map", C, via_stub(C, {}), BAD, r"no image in the request.*'request'", "body"),
     case("wrong-input-key", C, via_stub(C, {"explain": message([GOOD]).SerializeToString()}), BAD,
          r"no image in the request.*'request'", "body"),
