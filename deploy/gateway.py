@@ -212,7 +212,7 @@ class Gateway:
         try:
             return await asyncio.shield(task)
         except grpc.aio.AioRpcError as exc:
-            raise _Refused(exc.code(), exc.details() or exc.code().name) from exc
+            raise _Refused(*upstream_status(exc.code(), exc.details() or exc.code().name)) from exc
 
     async def predict(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         """``Predictions``: admission, deadline hand-over, one upstream call that the caller cannot cancel."""
@@ -222,10 +222,7 @@ class Gateway:
                 f"request of {len(request):,} bytes is over this server's max_request_size of "
                 f"{self.config.max_request_bytes:,} bytes: send fewer or smaller images per call",
             )
-        try:
-            model = inference_pb2.PredictionsRequest.FromString(request).model_name
-        except Exception as exc:  # protobuf's DecodeError and friends
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"not a PredictionsRequest: {exc}") from exc
+        model = _check_envelope(request)
         slots = self._slots.setdefault(model, asyncio.Semaphore(self.config.max_inflight))
         wait = context.time_remaining()
         try:
@@ -310,6 +307,46 @@ class Gateway:
         return await self._upstream(
             self._management, f"/{MANAGEMENT_SERVICE}/{method}", request, _forwarded_metadata(context)
         )
+
+
+#: Input keys a camserve handler reads: the ExplainRequest, or a raw image as TorchServe's own clients send it.
+INPUT_KEYS: Final = ("request", "data", "body")
+
+
+def _check_envelope(request: bytes) -> str:
+    """The model a ``PredictionsRequest`` is for, after the checks TorchServe answers with the wrong code."""
+    try:
+        message = inference_pb2.PredictionsRequest.FromString(request)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"not a PredictionsRequest: {exc}") from exc
+    if not message.model_name:
+        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "model_name is required")
+    if not any(key in message.input for key in INPUT_KEYS):
+        got = ", ".join(repr(k) for k in sorted(message.input)[:8]) or "none"
+        raise _Refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input has no 'request' entry (keys: {got}): send the camserve.v1.ExplainRequest bytes as "
+            "input['request'] (or raw image bytes as input['data'])",
+        )
+    return str(message.model_name)
+
+
+def upstream_status(code: grpc.StatusCode, details: str) -> tuple[grpc.StatusCode, str]:
+    """TorchServe's status for a failed call, with the codes it gets wrong corrected.
+
+    TorchServe answers the calls of a batch whose worker died with INTERNAL (or RESOURCE_EXHAUSTED), and a model
+    with no worker up with INTERNAL: both are transient — TorchServe restarts the worker — and explanations are
+    pure computations, safe to repeat, so they become UNAVAILABLE, which clients retry. An unknown model is
+    INTERNAL "Model not found" there; here it is NOT_FOUND.
+    """
+    first = details.strip().splitlines()[0] if details.strip() else code.name
+    if "Worker died" in details:
+        return grpc.StatusCode.UNAVAILABLE, f"the worker computing this request died ({first}); it is restarting: retry"
+    if "has no worker to serve inference request" in details:
+        return grpc.StatusCode.UNAVAILABLE, f"{first.split('. Please')[0]}: its worker is restarting; retry"
+    if code == grpc.StatusCode.INTERNAL and "Model not found" in details:
+        return grpc.StatusCode.NOT_FOUND, first
+    return code, details
 
 
 def _in_band(code: grpc.StatusCode, details: str, sequence_id: str) -> bytes:

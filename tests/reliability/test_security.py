@@ -1,8 +1,9 @@
 """Security facts of a running camserve: gRPC over TLS, no model API, loopback only, archives only from the store.
 
 TLS: a self-signed certificate for 127.0.0.1 is generated with the ``openssl`` command line, a separate small
-server is started with ``enable_grpc_ssl=true`` and the certificate, and the SDK connects with the certificate
-(works), without TLS, with the system roots and with another certificate (all refused, within their deadline).
+server is started with ``enable_grpc_ssl=true`` and the certificate (the gateway terminates TLS; TorchServe's own
+gRPC listens in plaintext on loopback behind it), and the SDK connects with the certificate (works), without TLS,
+with the system roots and with another certificate (all refused, within their deadline).
 
 The rest is checked on the session server as it runs: registering or deleting a model over the management API
 (REST and gRPC) is refused, every listening socket is bound to 127.0.0.1 (from the kernel's socket table),
@@ -53,23 +54,6 @@ def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-class TlsServer(serverctl.Server):
-    """serverctl's server whose readiness Ping speaks TLS with the test certificate (the stock one is plaintext)."""
-
-    certificate: bytes = b""
-
-    def ping(self, timeout: float = 5.0) -> str:
-        keys = self.keys
-        with camserve.Client(
-            self.endpoints.grpc,
-            token=keys.inference if keys else None,
-            tls=self.certificate,
-            retries=0,
-            timeout=timeout,
-        ) as client:
-            return client.ping()
-
-
 @dataclass(frozen=True)
 class Tls:
     server: serverctl.Server
@@ -86,14 +70,13 @@ def tls(camserve_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     folder = tmp_path_factory.mktemp("tls")
     cert, key = self_signed(folder, "server")
     other, _ = self_signed(folder, "other")
-    TlsServer.certificate = cert.read_bytes()
     overrides = {
         **serverctl.free_port_overrides("127.0.0.1"),
         "enable_grpc_ssl": "true",
         "certificate_file": str(cert),
         "private_key_file": str(key),
     }
-    server = TlsServer.start(
+    server = serverctl.Server.start(
         run_dir=folder / "run", model_store=camserve_server.archive_dir, models=[CLASSIFIER], overrides=overrides
     )
     try:
