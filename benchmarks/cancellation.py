@@ -120,10 +120,22 @@ def flood(p: Probe) -> Counter[str]:
     return out
 
 
+def latency(p: Probe, patience: float = 120.0) -> float:
+    """One good call's latency, once the server answers again (TorchServe alone may still be draining a flood)."""
+    give_up = time.monotonic() + patience
+    while True:
+        started = time.monotonic()
+        try:
+            p.stub.Predictions(request(), metadata=p.md, timeout=30)
+            return max(time.monotonic() - started, 0.005)
+        except grpc.RpcError:
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(1.0)
+
+
 def race(p: Probe, seconds: float, threads: int) -> Counter[str]:
-    started = time.monotonic()
-    p.stub.Predictions(request(), metadata=p.md, timeout=30)
-    latency = max(time.monotonic() - started, 0.005)
+    typical = latency(p)
     out: Counter[str] = Counter()
     lock = threading.Lock()
     stop = time.monotonic() + seconds
@@ -132,7 +144,7 @@ def race(p: Probe, seconds: float, threads: int) -> Counter[str]:
         rng = random.Random(seed)
         while time.monotonic() < stop:
             call = p.stub.Predictions.future(
-                request(), metadata=p.md, timeout=max(0.002, rng.gauss(latency, latency / 3))
+                request(), metadata=p.md, timeout=max(0.002, rng.gauss(typical, typical / 3))
             )
             codes = _codes([call])
             with lock:

@@ -368,11 +368,9 @@ class Server:
         return [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if marker in ln]
 
     def log_tail(self, lines: int = 60) -> str:
-        """The last lines of the console and worker logs, for error messages."""
-        return (
-            f"--- {self.console_log} (last {lines} lines)\n{tail(self.console_log, lines)}\n"
-            f"--- {self.log_dir / 'model_log.log'} (last {lines} lines)\n{tail(self.log_dir / 'model_log.log', lines)}"
-        )
+        """The last lines of the console, worker and gateway logs, for error messages."""
+        logs = [self.console_log, self.log_dir / "model_log.log", self.run_dir / GATEWAY_LOG]
+        return "\n".join(f"--- {log} (last {lines} lines)\n{tail(log, lines)}" for log in logs if log.exists())
 
     def status(self) -> dict[str, tuple[int, int]]:
         """Per model: (workers READY, workers required)."""

@@ -271,6 +271,9 @@ class Gateway:
         except ValueError:
             status = {"status": health.health}
         problems = self.watchdog.problems()
+        if problems:  # look again before saying so: the last round may predate a restart that has finished
+            await self.watchdog.check_once()
+            problems = self.watchdog.problems()
         if problems:
             status = {"status": "Unhealthy", "models": problems}
         return inference_pb2.TorchServeHealthResponse(health=json.dumps(status)).SerializeToString()

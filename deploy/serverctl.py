@@ -206,21 +206,28 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def _run_foreground(server: Server) -> int:
-    """Keeps the server in the foreground until it exits or TERM/INT arrives (then stops it cleanly)."""
+    """Keeps the server in the foreground until TorchServe or the gateway exits, or TERM/INT arrives.
+
+    Either process ending ends the run (after stopping the other), so a container's restart policy restarts both.
+    """
     if server.process is None:
         raise ServerError("run needs a server started by this process")
+    parts = [("TorchServe", server.process)]
+    if server.gateway_process is not None:
+        parts.append(("the gateway", server.gateway_process))
     try:
-        while server.process.poll() is None:
+        while all(process.poll() is None for _, process in parts):
             time.sleep(0.5)
     except _Terminated as signame:
-        print(f"serverctl: {signame}: stopping TorchServe", file=sys.stderr)
+        print(f"serverctl: {signame}: stopping TorchServe and the gateway", file=sys.stderr)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the shutdown short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.stop()
         return 0
-    print(f"serverctl: TorchServe exited with {server.process.returncode}\n{server.log_tail()}", file=sys.stderr)
-    return server.process.returncode or 1
-
+    name, ended = next((name, process) for name, process in parts if process.poll() is not None)
+    print(f"serverctl: {name} exited with {ended.returncode}\n{server.log_tail()}", file=sys.stderr)
+    server.stop()
+    return ended.returncode or 1
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,8 @@ metrics off. It returns once every model's worker is READY and gRPC Ping answers
 handle at the end of the session. The classifier is built with ``maxBatchDelay: 50`` so concurrent calls batch.
 
 Set ``CAMSERVE_TEST_MODELS=shapes-classifier,shapes-vae`` to serve fewer models (faster local runs); tests that
-need a model that is not served skip with the reason (``server.require(name)``).
+need a model that is not served skip with the reason (``server.require(name)``). Under CI (``CI=true``) every skip
+is a failure instead: nothing may go untested silently there.
 When a test that uses the server fails, the server's log tail is attached to its report.
 """
 
@@ -166,10 +167,23 @@ def camserve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Camser
         handle.stop()
 
 
+def under_ci() -> bool:
+    """CI sets CI=true: there, every test must run (a skip hides a model not served, missing weights, ...)."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Attaches the server's log tail to the report of a failed test that used the server."""
+    """Fails skipped tests under CI; attaches the server's log tail to the report of a failed test that used it.
+
+    A skip is right on a developer's machine without Java or Chromium; under CI, whose set-up installs everything,
+    it can only mean something is missing (a model that is not served, weights, a README section), so it fails.
+    """
     report = yield
+    if under_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, where every test must run: {reason}"
     funcargs = getattr(item, "funcargs", {})
     server = funcargs.get("camserve_server") if isinstance(funcargs, dict) else None
     if report.failed and isinstance(server, CamserveServer):

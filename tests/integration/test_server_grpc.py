@@ -380,8 +380,8 @@ def test_ping_needs_the_token_and_reports_healthy(camserve_server: Any, channel:
 def test_unknown_model(any_caller: Caller) -> None:
     with pytest.raises(grpc.RpcError) as failed:
         any_caller.raw("no-such-model", {"request": b""})
-    # TorchServe's own answer for an unknown model (documented in DESIGN.md): INTERNAL, "Model not found".
-    assert failed.value.code() == grpc.StatusCode.INTERNAL
+    # TorchServe alone answers INTERNAL "Model not found" (DESIGN.md); the gateway gives it its right code.
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
     assert "Model not found: no-such-model" in (failed.value.details() or "")
 
 

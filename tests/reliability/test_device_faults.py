@@ -31,10 +31,11 @@ from reliability_helpers import png, shapes
 from serving_helpers import MockContext
 from torch import nn
 
-from handlers.serving import base
+from handlers.serving import _health, base
 from handlers.serving.classifier import ClassifierHandler
 from handlers.serving.vae import VAEHandler
 from model_store import archive
+from model_store.provider import zoo_model
 
 ROOT = Path(__file__).resolve().parents[2]
 STICKY = "CUDA error: an illegal memory access was encountered"
@@ -42,7 +43,7 @@ IMAGES = [png(im) for im in shapes(4, start=1100)]
 
 
 def load(handler_type: type[Any], name: str) -> Any:
-    handler = handler_type()
+    handler = handler_type(zoo_model)
     handler.handle(None, MockContext(archive.load_config(name), model_name=name))
     return handler
 
@@ -160,7 +161,7 @@ def test_sticky_cuda_error_in_the_vae_handler_exits_the_worker(
     vae: VAEHandler, stage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exits: list[int] = []
-    monkeypatch.setattr(base.os, "_exit", exits.append)
+    monkeypatch.setattr(_health.os, "_exit", exits.append)
 
     def poisoned(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError(STICKY)
@@ -170,7 +171,7 @@ def test_sticky_cuda_error_in_the_vae_handler_exits_the_worker(
     else:
         monkeypatch.setattr(base, "encode_response", poisoned)
     (answer,) = responses(serve(vae, grpc_rows(["area_saliency"])[:1], [None])[0])
-    assert exits == [base.STICKY_EXIT_STATUS]
+    assert exits == [_health.STICKY_EXIT_STATUS]
     codes = {answer.error.code} | {r.error.code for r in answer.results}
     assert "UNAVAILABLE" in codes, answer
 
@@ -185,8 +186,9 @@ from serving_helpers import MockContext
 from camserve_proto.camserve.v1 import explain_pb2
 from handlers.serving.classifier import ClassifierHandler
 from model_store import archive
+from model_store.provider import zoo_model
 from reliability_helpers import png, shapes
-handler = ClassifierHandler()
+handler = ClassifierHandler(zoo_model)
 handler.handle(None, MockContext(archive.load_config("shapes-classifier")))
 def poisoned(*args, **kwargs):
     raise RuntimeError(sys.argv[2])
@@ -208,7 +210,7 @@ def test_sticky_cuda_error_ends_the_worker_process_without_cleanup(tmp_path: Pat
         [sys.executable, "-c", CHILD, str(marker), STICKY],
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )  # fmt: skip
-    assert run.returncode == base.STICKY_EXIT_STATUS, (run.returncode, run.stdout, run.stderr[-3000:])
+    assert run.returncode == _health.STICKY_EXIT_STATUS, (run.returncode, run.stdout, run.stderr[-3000:])
     assert "survived" not in run.stdout
     assert not marker.exists(), "Python's cleanup ran: finalisers would touch the broken CUDA context"
     assert "sticky CUDA error, the worker exits so that TorchServe restarts it" in run.stderr

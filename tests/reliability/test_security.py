@@ -30,6 +30,7 @@ from conftest import CLASSIFIER
 from reliability_helpers import png, rest_call, shapes, worker_pids
 
 from deploy import serverctl
+from deploy._config import GRPC_ADDRESS_KEYS, HTTP_KEYS
 
 pytestmark = pytest.mark.integration
 
@@ -162,9 +163,9 @@ def test_every_listener_is_bound_to_loopback(camserve_server: Any) -> None:
 
 def test_the_template_binds_loopback_and_keeps_the_model_api_off(tmp_path: Path) -> None:
     props = serverctl.render_config(tmp_path / "config.properties", model_store=tmp_path)
-    for key in serverctl.HTTP_KEYS:
+    for key in HTTP_KEYS:
         assert urllib.parse.urlsplit(props[key]).hostname == "127.0.0.1", key
-    for key in serverctl.GRPC_ADDRESS_KEYS:
+    for key in GRPC_ADDRESS_KEYS:
         assert props[key] == "127.0.0.1", key
     assert props["enable_model_api"] == "false"
     assert props.get("disable_token_authorization", "false") == "false"
