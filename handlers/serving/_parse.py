@@ -17,6 +17,7 @@ import torch
 from camserve_proto.camserve.v1 import explain_pb2
 from google.protobuf.message import DecodeError
 
+from handlers.engine import check_region
 from handlers.engine.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from handlers.preprocess import Preprocessor
 from handlers.serving._errors import to_camserve_error
@@ -228,27 +229,17 @@ def _regions(msgs: Sequence[explain_pb2.Region], caps: Capabilities, path: str) 
         kind = region.WhichOneof("shape")
         if kind == "box":
             b = region.box
-            if not (0 <= b.x0 < b.x1 <= width and 0 <= b.y0 < b.y1 <= height):
-                raise InvalidArgumentError(
-                    f"box ({b.x0}, {b.y0}, {b.x1}, {b.y1}) must satisfy 0 <= x0 < x1 <= {width} and "
-                    f"0 <= y0 < y1 <= {height} (half-open, reconstruction pixels)",
-                    field=f"{where}.box",
-                )
+            check_region((b.x0, b.y0, b.x1, b.y1), (height, width), f"{where}.box")  # the engine's rule and words
             out.append(RegionSpec(box=(b.x0, b.y0, b.x1, b.y1)))
         elif kind == "mask":
             m = region.mask
-            if (m.height, m.width) != (height, width):
+            if len(m.data) != m.height * m.width:  # the wire's own rule: the bytes must fill the declared shape
                 raise InvalidArgumentError(
-                    f"mask is {m.height}x{m.width} (HxW); the reconstruction is {height}x{width}", field=f"{where}.mask"
-                )
-            if len(m.data) != height * width:
-                raise InvalidArgumentError(
-                    f"mask data has {len(m.data)} bytes; {height}x{width} needs {height * width}",
+                    f"mask data has {len(m.data)} bytes; {m.height}x{m.width} needs {m.height * m.width}",
                     field=f"{where}.mask.data",
                 )
-            mask = torch.from_numpy(np.frombuffer(m.data, dtype=np.uint8).reshape(height, width) != 0)
-            if not bool(mask.any()):
-                raise InvalidArgumentError("mask selects no pixel", field=f"{where}.mask")
+            mask = torch.from_numpy(np.frombuffer(m.data, dtype=np.uint8).reshape(m.height, m.width) != 0)
+            check_region(mask, (height, width), f"{where}.mask")
             out.append(RegionSpec(mask=mask))
         else:
             raise InvalidArgumentError("a region needs a box or a mask", field=where)

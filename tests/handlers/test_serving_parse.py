@@ -180,10 +180,10 @@ def test_vae_regions_parse_and_default_to_the_whole_image() -> None:
 @pytest.mark.parametrize(
     ("region", "field"),
     [
-        (box(0, 0, 9, 8), "regions[0].box"),  # out of bounds
-        (box(4, 0, 2, 8), "regions[0].box"),  # inverted
-        (box(2, 2, 2, 5), "regions[0].box"),  # empty
-        (box(-1, 0, 2, 2), "regions[0].box"),
+        (box(0, 0, 9, 8), "regions[0].box.x1"),  # out of bounds
+        (box(4, 0, 2, 8), "regions[0].box.x1"),  # inverted
+        (box(2, 2, 2, 5), "regions[0].box.x1"),  # empty
+        (box(-1, 0, 2, 2), "regions[0].box.x0"),
         (mask(4, 4, b"\1" * 16), "regions[0].mask"),  # wrong shape
         (mask(8, 8, b"\1" * 10), "regions[0].mask.data"),
         (mask(8, 8, b"\0" * 64), "regions[0].mask"),  # selects nothing
@@ -202,7 +202,7 @@ def test_vae_region_limits_and_targets() -> None:
     assert rejected(msg, vae_caps()).field == "target"
     per_image = request([GOOD])
     per_image.images[0].regions.append(box(0, 0, 20, 2))
-    assert image_error(per_image, 0, vae_caps()).field == "images[0].regions[0].box"
+    assert image_error(per_image, 0, vae_caps()).field == "images[0].regions[0].box.x1"
 
 
 # ---- REST parameters

@@ -242,12 +242,12 @@ def test_bad_items_fail_alone(vae_handler: VAEHandler, vae_ctx: MockContext) -> 
     out = [response(b) for b in call(vae_handler, vae_ctx, rows)]
     assert (out[1].error.code, out[1].error.field) == ("INVALID_ARGUMENT", "request")
     assert (out[2].error.code, out[2].error.field) == ("INVALID_ARGUMENT", "methods[0]")
-    assert (out[3].error.code, out[3].error.field) == ("INVALID_ARGUMENT", "regions[0].box")
+    assert (out[3].error.code, out[3].error.field) == ("INVALID_ARGUMENT", "regions[0].box.x1")
     assert (out[4].error.code, out[4].error.field) == ("INVALID_ARGUMENT", "target")
     mixed = out[5]
     assert not mixed.HasField("error")
     assert mixed.results[1].error.field == "images[1].encoded" and not mixed.results[1].maps
-    assert mixed.results[2].error.field == "images[2].regions[0].box" and not mixed.results[2].maps
+    assert mixed.results[2].error.field == "images[2].regions[0].box.x1" and not mixed.results[2].maps
     assert mixed.results[0].maps and mixed.results[3].maps
     [alone] = call(vae_handler, vae_ctx, [grpc_row(good)])
     for result in (out[0].results[0], out[6].results[0]):
@@ -261,10 +261,10 @@ short_mask = explain_pb2.Region(mask=explain_pb2.Mask(height=64, width=64, data=
 @pytest.mark.parametrize(
     ("region", "code", "field"),
     [
-        (box(4, 4, 4, 10), "INVALID_ARGUMENT", "regions[0].box"),  # empty (half-open: x1 == x0)
-        (box(0, 0, 8, 70), "INVALID_ARGUMENT", "regions[0].box"),  # out of bounds
-        (box(-2, 0, 8, 8), "INVALID_ARGUMENT", "regions[0].box"),  # negative
-        (box(20, 4, 10, 8), "INVALID_ARGUMENT", "regions[0].box"),  # inverted
+        (box(4, 4, 4, 10), "INVALID_ARGUMENT", "regions[0].box.x1"),  # empty (half-open: x1 == x0)
+        (box(0, 0, 8, 70), "INVALID_ARGUMENT", "regions[0].box.y1"),  # out of bounds
+        (box(-2, 0, 8, 8), "INVALID_ARGUMENT", "regions[0].box.x0"),  # negative
+        (box(20, 4, 10, 8), "INVALID_ARGUMENT", "regions[0].box.x1"),  # inverted
         (mask_region(disc(4, 4, 2, size=32)), "INVALID_ARGUMENT", "regions[0].mask"),  # wrong shape
         (short_mask, "INVALID_ARGUMENT", "regions[0].mask.data"),  # 100 bytes for 64x64
         (mask_region(np.zeros((64, 64), bool)), "INVALID_ARGUMENT", "regions[0].mask"),  # selects nothing

@@ -106,7 +106,7 @@ def test_rest_form_regions_and_their_errors(vae_handler: VAEHandler, vae_ctx: Mo
     ]
     out = [json.loads(b) for b in call(vae_handler, vae_ctx, rows)]
     assert [(m["method"], m["target"]) for m in out[0]["maps"]] == [("area_guided", 0), ("area_guided", 1)]
-    assert (out[1]["error"]["code"], out[1]["error"]["field"]) == ("INVALID_ARGUMENT", "regions[0].box")
+    assert (out[1]["error"]["code"], out[1]["error"]["field"]) == ("INVALID_ARGUMENT", "regions[0].box.y1")
     assert (out[2]["error"]["code"], out[2]["error"]["field"]) == ("RESOURCE_EXHAUSTED", "regions")
     assert (out[3]["error"]["code"], out[3]["error"]["field"]) == ("NOT_FOUND", "layers[0]")
     assert [p.status[0] for p in vae_ctx.request_processor] == [200, 400, 413, 404]

@@ -162,7 +162,11 @@ def pixels_with(value: float) -> explain_pb2.Image:
 
 
 NOT_AN_IMAGE = r"not a readable image; accepted formats: PNG, JPEG, WEBP, BMP, GIF, TIFF"
-BOX_RULE = r"box \(.*\) must satisfy 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64"
+# The engine's region rule (handlers/engine/_vae/_regions.py), the one owner of its words; fields name the coordinate.
+BOX_RULE = (
+    r"box (is inverted: \w+=\d+ < \w+=\d+|is empty: \w+=\d+ == \w+=\d+"
+    r"|[xy][01]=-?\d+ is out of bounds: must be in \[0, 64\])"
+)
 TOKEN = r"Token Authorization failed"
 PIXELS = r"too many pixels \(the limit is 40000000\)"
 OVER = r"over the server's limit of 15000000"
