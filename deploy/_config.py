@@ -141,6 +141,8 @@ def check_ports_free(props: Mapping[str, str]) -> None:
     """Fails with the key to change when a port the server needs is taken (TorchServe's own error is vaguer)."""
     for key, host, port in _listeners(props):
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # SO_REUSEADDR: a port whose old connections linger in TIME_WAIT is free (a live listener still is not).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError as exc:
