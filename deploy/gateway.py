@@ -157,11 +157,13 @@ class Gateway:
         ]
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers([_Handlers(self)])
+        credentials = None
+        if self.config.certificate_file and self.config.private_key_file:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(self.config.private_key_file).read_bytes(), Path(self.config.certificate_file).read_bytes())]
+            )
         for address in (self.config.inference, self.config.management):
-            if self.config.certificate_file and self.config.private_key_file:
-                credentials = grpc.ssl_server_credentials(
-                    [(Path(self.config.private_key_file).read_bytes(), Path(self.config.certificate_file).read_bytes())]
-                )
+            if credentials is not None:
                 server.add_secure_port(address, credentials)
             else:
                 server.add_insecure_port(address)
