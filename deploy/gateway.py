@@ -140,7 +140,7 @@ class Gateway:
             interval=config.watch_interval, stall_after=config.stall_after,
         )  # fmt: skip
         self._server: grpc.aio.Server | None = None
-        #: One multicallable per (channel, method), built on first use: building one per call cost throughput.
+        #: One multicallable per (channel, method), built on first use (building one is ~0.4 us: tidiness, not speed).
         self._calls: dict[tuple[int, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
