@@ -16,6 +16,7 @@ from pathlib import Path
 import camserve
 import numpy as np
 import pytest
+from camserve import cli
 from camserve._transport import load_balancing_options, management_address_for
 
 from deploy import serverctl
@@ -45,6 +46,11 @@ def test_load_balancing_option_is_validated() -> None:
             camserve.Client("127.0.0.1:1", load_balancing=bad)
     with camserve.Client("ipv4:127.0.0.1:1,127.0.0.1:3", load_balancing="round_robin") as client:
         assert client.management_address == "ipv4:127.0.0.1:2,127.0.0.1:4"
+    args = cli._parser().parse_args(["ping", "--address", "dns:///camserve:7070", "--load-balancing", "round_robin"])
+    with cli._client(args) as client:
+        assert client.load_balancing == "round_robin" and client.management_address == "dns:///camserve:7071"
+    with pytest.raises(SystemExit):
+        cli._parser().parse_args(["ping", "--load-balancing", "random"])
 
 
 def _predictions(server: serverctl.Server) -> int:

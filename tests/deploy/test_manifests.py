@@ -247,6 +247,7 @@ def test_http2_limits_and_overload_protection_at_the_proxy() -> None:
         overload["premature_reset_total_stream_count"] > 0
         and overload["premature_reset_min_stream_lifetime_seconds"] > 0
     )
+    assert 0 < layer["static_layer"]["http"]["max_requests_per_io_cycle"] <= 100
     actions = {a["name"] for a in ENVOY["overload_manager"]["actions"]}
     assert {
         "envoy.overload_actions.reset_high_memory_stream",
