@@ -10,7 +10,8 @@
 
 Connection options (every command): ``--address`` (default ``$CAMSERVE_ADDRESS`` or 127.0.0.1:7070),
 ``--token`` / ``--token-file`` (default ``$CAMSERVE_TOKEN`` / ``$CAMSERVE_TOKEN_FILE``; TorchServe writes
-``key_file.json`` into its working directory), ``--timeout`` (seconds per request), ``--retries``.
+``key_file.json`` into its working directory), ``--timeout`` (seconds per request), ``--retries``,
+``--load-balancing round_robin`` (several servers behind one address).
 
 ``explain`` writes into ``--out`` (default ``camserve-out``): ``summary.json`` (predictions, map list, timing and
 errors per image), ``maps/<image>/`` with each map as ``.npy`` (float32, as served) and ``.png`` (the picture the
@@ -45,6 +46,7 @@ from camserve._client import Client
 from camserve._files import slug
 from camserve._request import Input
 from camserve._results import ExplainResult, ModelInfo
+from camserve._transport import LOAD_BALANCING_POLICIES
 from camserve.errors import (
     CamserveError,
     DeadlineExceeded,
@@ -119,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     conn.add_argument("--token-file", help="TorchServe key_file.json (default $CAMSERVE_TOKEN_FILE)")
     conn.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     conn.add_argument("--retries", type=int, default=3, help="retries after transport failures (default 3)")
+    conn.add_argument(
+        "--load-balancing",
+        choices=LOAD_BALANCING_POLICIES,
+        help="spread calls over every server the address names, e.g. dns:///camserve-headless:7070 (round_robin)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="camserve",
@@ -171,6 +178,7 @@ def _client(args: argparse.Namespace) -> Client:
         management_address=args.management_address,
         timeout=args.timeout,
         retries=args.retries,
+        load_balancing=args.load_balancing,
     )
 
 
