@@ -165,15 +165,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """The client arguments the connection options give (the same for the sync and the async client)."""
+    return {
+        "address": args.address,
+        "token": args.token,
+        "token_file": args.token_file,
+        "management_address": args.management_address,
+        "timeout": args.timeout,
+        "retries": args.retries,
+    }
+
+
 def _client(args: argparse.Namespace) -> Client:
-    return Client(
-        args.address,
-        token=args.token,
-        token_file=args.token_file,
-        management_address=args.management_address,
-        timeout=args.timeout,
-        retries=args.retries,
-    )
+    return Client(**_connection(args))
 
 
 def _images(paths: Sequence[str]) -> list[Path]:
@@ -408,7 +413,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
                 print(_describe_json(info) if args.json else _describe_text(info), file=out)
                 return EXIT_OK
             if args.command == "perf":
-                return perf.run(args, out, err)
+                return perf.run(args, _connection(args), out, err)
             return _explain(client, args, out, err)
     except (_UsageError, perf.OptionError) as exc:
         print(f"camserve: error: {exc}", file=err)

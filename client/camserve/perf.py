@@ -23,7 +23,7 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -265,15 +265,10 @@ async def _predict_layers(client: AsyncClient, plan: Plan) -> tuple[str, ...]:
     return tuple(info.default_layers[:1])
 
 
-async def _run(args: argparse.Namespace, plan: Plan, err: TextIO) -> list[dict[str, object]]:
-    async with AsyncClient(
-        args.address,
-        token=args.token,
-        token_file=args.token_file,
-        management_address=args.management_address,
-        timeout=args.timeout,
-        retries=args.retries,
-    ) as client:
+async def _run(
+    args: argparse.Namespace, connection: Mapping[str, Any], plan: Plan, err: TextIO
+) -> list[dict[str, object]]:
+    async with AsyncClient(**connection) as client:
         modes = [("explain", _requests(plan, plan.methods, plan.layers))]
         if args.compare_predict:
             modes.append(("predict", _requests(plan, [PREDICT_METHOD], await _predict_layers(client, plan))))
@@ -294,8 +289,10 @@ async def _run(args: argparse.Namespace, plan: Plan, err: TextIO) -> list[dict[s
         return summaries
 
 
-def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Runs ``camserve perf``; returns 0, or 1 when every measured request failed.
+def run(args: argparse.Namespace, connection: Mapping[str, Any], out: TextIO, err: TextIO) -> int:
+    """Runs ``camserve perf`` with the parsed options and the client arguments ``connection``.
+
+    Returns 0, or 1 when every measured request failed.
 
     Raises:
         OptionError: An option value that cannot be used (the command line exits with 2).
@@ -304,7 +301,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     plan = _plan(args)
     if args.json is not None and not args.json.parent.is_dir():
         raise OptionError(f"--json: no such directory: {args.json.parent}")
-    summaries = asyncio.run(_run(args, plan, err))
+    summaries = asyncio.run(_run(args, connection, plan, err))
     bounds = " and ".join(
         b
         for b in (
