@@ -82,6 +82,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, help="unmeasured requests before each mode (default 2 x max concurrency)")
     p.add_argument("--compare-predict", action="store_true", help="also run predictions only; print the ratio")
     p.add_argument("--json", type=Path, metavar="FILE", help="write every level's figures as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for reports)")
     p.set_defaults(retries=0)  # a load test counts failures instead of hiding them behind retries
 
 
@@ -316,7 +317,7 @@ def run(args: argparse.Namespace, connection: Mapping[str, Any], out: TextIO, er
         f"per level: {bounds}, after {plan.warmup} warm-up requests; deadline {plan.deadline_s:g} s",
         file=out,
     )
-    print(table(summaries), file=out)
+    print(table(summaries, markdown=args.markdown), file=out)
     compared = ratios(summaries)
     for level, ratio in compared.items():
         shown = f"{ratio:.2f}x" if ratio is not None else "n/a (no successful predictions)"

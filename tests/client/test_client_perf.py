@@ -70,6 +70,10 @@ def test_level_summary_figures() -> None:
     assert server["batch_size_p50"] == 2.0
     text = stats.table([s])
     assert "DEADLINE_EXCEEDED 1, UNAVAILABLE 1" in text and "5.0" in text and "1,004" in text
+    header, rule, row, *rest = stats.table([s], markdown=True).splitlines()
+    assert header.startswith("| mode | conc |") and rule.startswith("|---|---:|")
+    assert row.startswith("| explain | 4 | 12 | 2 | 5.0 | 10.0 |") and header.count("|") == rule.count("|")
+    assert rest == ["errors at explain c=4: DEADLINE_EXCEEDED 1, UNAVAILABLE 1"]
 
 
 def test_level_with_no_answers_has_no_figures_and_ratio_is_per_level() -> None:
