@@ -45,6 +45,7 @@ __all__ = [
     "ENTRY_MODULES",
     "available",
     "build",
+    "build_custom",
     "build_torchvision",
     "load_config",
     "torchvision_config",
@@ -147,16 +148,20 @@ def _validate(config: Mapping[str, Any], *, source: str) -> None:
     """
     from handlers.serving import parse_config
 
+    _check_worker_keys(config, source)
+    try:
+        parse_config(config)
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(f"{source}: {exc.message}", field=exc.field) from exc
+
+
+def _check_worker_keys(config: Mapping[str, Any], source: str) -> None:
     for key in _WORKER_KEYS:
         value = config.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "maxBatchDelay" else 1):
             raise InvalidArgumentError(f"{source}: {key} must be a positive integer, got {value!r}", field=key)
     if config["minWorkers"] > config["maxWorkers"]:
         raise InvalidArgumentError(f"{source}: minWorkers > maxWorkers", field="minWorkers")
-    try:
-        parse_config(config)
-    except InvalidArgumentError as exc:
-        raise InvalidArgumentError(f"{source}: {exc.message}", field=exc.field) from exc
 
 
 def _entry_installed(kind: str) -> bool:
@@ -192,15 +197,22 @@ def _version() -> str:
 
 
 def _package(
-    name: str, config: Mapping[str, Any], out: Path, weights: Path | None, config_text: str | None = None
+    name: str,
+    config: Mapping[str, Any],
+    out: Path,
+    weights: Path | None,
+    config_text: str | None = None,
+    *,
+    handler: Path | None = None,
 ) -> Path:
     """Runs torch-model-archiver on the entry file, the config and the weights; returns the archive path.
 
     ``config_text`` is the config file to ship verbatim (a committed config, comments included); by default
-    ``config`` is written out as YAML.
+    ``config`` is written out as YAML. ``handler`` replaces the camserve entry file of the config's kind (the
+    service benchmark packages a stock TorchServe handler this way, for its side-by-side baseline).
     """
     _check_name(name)
-    entry = _entry_file(str(config["camserve"]["kind"]))
+    entry = handler if handler is not None else _entry_file(str(config["camserve"]["kind"]))
     out.mkdir(parents=True, exist_ok=True)
     # torch-model-archiver stages files in $TMPDIR/<model name>: give each build its own TMPDIR so two builds of
     # one name (a test and the demo) cannot mix, and build next to the target so the final rename is atomic.
@@ -268,6 +280,24 @@ def build(name: str, out: Path = DEFAULT_OUT, *, overrides: Mapping[str, Any] | 
     return _package(name, config, Path(out), None, verbatim)
 
 
+def build_custom(
+    name: str, config: Mapping[str, Any], handler: Path, out: Path = DEFAULT_OUT, *, weights: Path | None = None
+) -> Path:
+    """Packages any TorchServe handler file with ``config`` (TorchServe's worker keys, checked here, and whatever
+    that handler reads) and an optional weights file: how benchmarks serve a stock handler beside camserve's.
+
+    Raises:
+        InvalidArgumentError: A bad name or worker key, or torch-model-archiver failed.
+        NotFoundError: The handler or weights file does not exist.
+    """
+    for path in (handler, weights):
+        if path is not None and not Path(path).is_file():
+            raise NotFoundError(f"{path} does not exist", field="archive")
+    _check_name(name)
+    _check_worker_keys(config, name)
+    return _package(name, config, Path(out), weights, handler=Path(handler))
+
+
 def torchvision_config(arch: str, weights_name: str) -> dict[str, Any]:
     """The model config for torchvision architecture ``arch`` with weights file ``weights_name`` in the archive.
 
@@ -299,7 +329,14 @@ def torchvision_config(arch: str, weights_name: str) -> dict[str, Any]:
     }
 
 
-def build_torchvision(arch: str, weights: Path, out: Path = DEFAULT_OUT, *, name: str | None = None) -> Path:
+def build_torchvision(
+    arch: str,
+    weights: Path,
+    out: Path = DEFAULT_OUT,
+    *,
+    name: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Path:
     """Builds an archive serving torchvision classification architecture ``arch`` with a user's state_dict.
 
     Args:
@@ -307,6 +344,7 @@ def build_torchvision(arch: str, weights: Path, out: Path = DEFAULT_OUT, *, name
         weights: A state_dict file for that architecture; it goes into the archive.
         out: Output folder.
         name: Model (and archive) name; default ``arch``.
+        overrides: Config values to change, deep-merged into the generated config (e.g. ``{"batchSize": 4}``).
 
     Raises:
         NotFoundError: Unknown architecture, or the weights file does not exist.
@@ -316,7 +354,7 @@ def build_torchvision(arch: str, weights: Path, out: Path = DEFAULT_OUT, *, name
 
     name = _check_name(name or arch)
     weights = Path(weights)
-    config = torchvision_config(arch, weights.name)  # unknown architectures fail first
+    config = _merge(torchvision_config(arch, weights.name), overrides or {})  # unknown architectures fail first
     if not weights.is_file():
         raise NotFoundError(f"weights file {weights} does not exist", field="weights")
     _validate(config, source=f"generated config for {arch}")
