@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from camserve._perfstats import percentile
 
-__all__ = ["Level", "breakdown_table", "ratio_table", "summarise"]
+__all__ = ["Level", "breakdown_table", "cpu_table", "ratio_table", "summarise"]
 
 
 @dataclass
@@ -31,6 +31,9 @@ class Level:
         seconds: Wall time of the measured requests, summed over rounds.
         errors: Failed requests by status code.
         server: Per answer that carries camserve's timing: decode_ms, explain_ms, encode_ms, batch_size.
+        torchserve: TorchServe's own metrics logged during the level (benchmarks/_service_logs.py): per batch
+            PredictionTime, per job QueueTime and WorkerThreadTime, in ms.
+        cpu: CPU seconds each process role used during the level (benchmarks/_service_cpu.py).
     """
 
     model: str
@@ -42,6 +45,8 @@ class Level:
     seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
     server: list[Mapping[str, float]] = field(default_factory=list)
+    torchserve: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def merge(self, other: Level) -> None:
         """Adds another round of the same contestant and level."""
@@ -50,6 +55,10 @@ class Level:
         self.seconds += other.seconds
         self.errors += other.errors
         self.server += other.server
+        for name, values in other.torchserve.items():
+            self.torchserve.setdefault(name, []).extend(values)
+        for role, seconds in other.cpu.items():
+            self.cpu[role] = self.cpu.get(role, 0.0) + seconds
 
     @property
     def throughput(self) -> float:
@@ -80,6 +89,12 @@ def summarise(level: Level) -> dict[str, object]:
     }
     for key in ("decode_ms", "explain_ms", "encode_ms", "batch_size"):
         out[f"server_{key}"] = _median_of(level.server, key)
+    for name in ("PredictionTime", "QueueTime", "WorkerThreadTime"):
+        values = level.torchserve.get(name) or []
+        out[f"ts_{name}_ms"] = statistics.median(values) if values else None
+    out["ts_batches"] = len(level.torchserve.get("PredictionTime") or [])
+    for role, seconds in level.cpu.items():
+        out[f"cpu_{role}_ms"] = seconds * 1000.0 / len(lat) if lat else None
     return out
 
 
@@ -140,25 +155,37 @@ def _float(value: object) -> float | None:
 
 
 def breakdown_table(summaries: Sequence[Mapping[str, object]], markdown: bool = False) -> str:
-    """Where a camserve request's time goes, from the timing each response carries (medians per request).
-
-    decode and encode are this request's own; explain is its share of its group's engine call, so the batch's
-    handler time is ``batch x (decode + explain + encode)`` (the handler decodes and encodes a batch's items one by
-    one, and runs one engine call for the group). The rest of the median latency is spent outside the handler:
-    TorchServe's batching delay and queue, the frontend, the gateway when on its path, and gRPC.
+    """Where a request's time goes (medians): TorchServe's queue (the batching delay and the wait for a busy
+    worker) and the worker's whole ``handle`` call for the batch, from TorchServe's metrics; for camserve's rows
+    also the handler's own decode, engine and encode time per request (explain is the request's share of its
+    group's engine call); the rest of the latency is outside TorchServe's queue and worker: gRPC, the gateway on its
+    path, the frontend and the client.
     """
-    header = ["model", "contestant", "path", "c", "p50 ms", "decode ms", "explain ms", "encode ms", "batch",
-              "batch handler ms", "outside handler ms"]  # fmt: skip
+    header = ["model", "contestant", "path", "c", "p50 ms", "queue ms", "worker batch ms", "req/batch",
+              "decode ms", "explain ms", "encode ms", "rest ms"]  # fmt: skip
     rows = []
     for s in summaries:
-        decode, explain, encode = (_float(s.get(f"server_{k}_ms")) for k in ("decode", "explain", "encode"))
-        batch, p50 = _float(s.get("server_batch_size")), _float(s.get("p50_ms"))
-        if explain is None or batch is None:
-            continue
-        handler = batch * ((decode or 0.0) + explain + (encode or 0.0))
-        outside = p50 - handler if p50 is not None else None
+        p50, queue, worker = (_float(s.get(k)) for k in ("p50_ms", "ts_QueueTime_ms", "ts_PredictionTime_ms"))
+        batches, requests = _float(s.get("ts_batches")), _float(s.get("requests"))
+        per_batch = requests / batches if batches and requests else None
+        rest = p50 - (queue or 0.0) - (worker or 0.0) if p50 is not None and worker is not None else None
         rows.append([
-            str(s["model"]), str(s["contestant"]), str(s["path"]), str(s["concurrency"]), _cell(p50),
-            _cell(decode, 2), _cell(explain), _cell(encode, 2), _cell(batch), _cell(handler), _cell(outside),
+            str(s["model"]), str(s["contestant"]), str(s["path"]), str(s["concurrency"]), _cell(p50), _cell(queue),
+            _cell(worker), _cell(per_batch), _cell(_float(s.get("server_decode_ms")), 2),
+            _cell(_float(s.get("server_explain_ms"))), _cell(_float(s.get("server_encode_ms")), 2), _cell(rest),
         ])  # fmt: skip
+    return _lay_out(header, rows, markdown)
+
+
+def cpu_table(summaries: Sequence[Mapping[str, object]], roles: Sequence[str], markdown: bool = False) -> str:
+    """CPU milliseconds per request by process role (the client, the gateway, TorchServe's frontend, workers)."""
+    header = ["model", "contestant", "path", "c", *(f"{r} ms" for r in roles), "total ms"]
+    rows = []
+    for s in summaries:
+        values = [_float(s.get(f"cpu_{r}_ms")) for r in roles]
+        if all(v is None for v in values):
+            continue
+        total = sum(v for v in values if v is not None)
+        rows.append([str(s["model"]), str(s["contestant"]), str(s["path"]), str(s["concurrency"]),
+                     *(_cell(v, 2) for v in values), _cell(total, 2)])  # fmt: skip
     return _lay_out(header, rows, markdown)

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -42,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _service_archives import MODELS, BenchModel, build_archives  # beside this file
+from _service_cpu import ROLES, CpuSampler
 from _service_load import (
     Outcome,
     camserve_request,
@@ -51,11 +53,13 @@ from _service_load import (
     test_image,
     vae_request,
 )
+from _service_logs import MetricsTail
 from _service_report import checks, machine_line, server_timing
-from _service_stats import Level, breakdown_table, ratio_table, summarise
+from _service_stats import Level, breakdown_table, cpu_table, ratio_table, summarise
 
 from deploy import serverctl
 
+SETTLE_S = 0.3
 BUNDLE = ("gradcam", "gradcam++", "saliency", "guided_backprop")
 NAMES = {
     "a": "(a) plain TorchServe",
@@ -127,6 +131,9 @@ def measure_model(
 ) -> tuple[list[Level], dict[str, float]]:
     """Every contestant of ``model`` at every level, interleaved in rounds; and each contestant's first call (ms)."""
     contestants = _contestants(server, model, args.paths)
+    contestants = [c for c in contestants if args.contestants is None or c.key in args.contestants]
+    tail = MetricsTail(server.log_dir)
+    cpu = CpuSampler(server.pid, server.gateway_pid)
     first: dict[str, float] = {}
     for c in contestants:
         cold = c.send(1, 1, args.seconds)
@@ -141,7 +148,14 @@ def measure_model(
             order = contestants if r % 2 == 0 else contestants[::-1]
             for c in order:
                 c.send(concurrency, concurrency, args.seconds)  # warm-up at this level (not measured)
+                time.sleep(SETTLE_S)
+                tail.mark()
+                before = cpu.sample()
                 level = _level(model, c, concurrency, c.send(concurrency, per_round_requests, per_round_seconds))
+                after = cpu.sample()
+                level.cpu = {role: after[role] - before[role] for role in ROLES}
+                time.sleep(SETTLE_S)  # TorchServe's metrics logger writes the level's last lines
+                level.torchserve = tail.read()
                 key = (c.key, c.path)
                 if key in merged:
                     merged[key].merge(level)
@@ -191,6 +205,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=400, help="measured requests per level, all rounds (400)")
     p.add_argument("--seconds", type=float, default=12.0, help="measured seconds per level, all rounds (12)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds per level (2)")
+    p.add_argument(
+        "--contestants",
+        nargs="+",
+        default=None,
+        metavar="KEY",
+        help="only these rows: a b c d e vae-1 vae-16 (default: all)",
+    )
     p.add_argument("--paths", nargs="+", choices=("direct", "gateway"), default=["direct", "gateway"])
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the server's workers")
     p.add_argument("--workers", type=int, default=None, help="workers per model (both handlers)")
@@ -201,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", type=Path, default=None, help="write every level's figures here")
     p.add_argument("--markdown", type=Path, default=None, help="append the tables here as Markdown")
+    p.add_argument("--keep-logs", type=Path, default=None, help="copy the server's logs here at the end")
     return p
 
 
@@ -235,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for model in models:
                 model_levels, first[model.key] = measure_model(server, model, args, log)
                 levels += model_levels
+            if args.keep_logs is not None:
+                shutil.copytree(server.log_dir, args.keep_logs, dirs_exist_ok=True)
     load_after = os.getloadavg()
     summaries = [summarise(level) for level in levels]
     other_env = {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"}
@@ -245,8 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     tables = [
         ratio_table(summaries, NAMES),
-        "where served time goes (camserve rows; per request, from the response's timing):\n"
+        "where served time goes (medians; TorchServe's metrics and camserve's response timing):\n"
         + breakdown_table(summaries),
+        "CPU per request by process (ms; the client is this benchmark):\n" + cpu_table(summaries, ROLES),
         "first call of each contestant (ms): "
         + "; ".join(f"{m} {k} {v:.0f}" for m, calls in first.items() for k, v in calls.items()),
         checks(summaries),
@@ -259,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown is not None:
         with args.markdown.open("a", encoding="utf-8") as md:
             md.write(f"\n{header}\n\n{ratio_table(summaries, NAMES, markdown=True)}\n\n"
-                     f"{breakdown_table(summaries, markdown=True)}\n\n{tables[2]}\n\n{tables[3]}\n")  # fmt: skip
+                     f"{breakdown_table(summaries, markdown=True)}\n\n{cpu_table(summaries, ROLES, markdown=True)}\n\n"
+                     f"{tables[3]}\n\n{tables[4]}\n")  # fmt: skip
     return 0
 
 
