@@ -13,10 +13,10 @@ from camserve_proto.camserve.v1 import explain_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from _service_cpu import CpuSampler, role_of  # noqa: E402
-from _service_logs import MetricsTail, parse_metrics  # noqa: E402
-from _service_report import checks, server_timing  # noqa: E402
-from _service_stats import Level, baseline_of, breakdown_table, cpu_table, ratio_table, summarise  # noqa: E402
+from _service_cpu import CpuSampler, role_of
+from _service_logs import MetricsTail, parse_metrics
+from _service_report import checks, server_timing
+from _service_stats import Level, baseline_of, breakdown_table, cpu_table, ratio_table, summarise
 
 
 def _level(contestant: str, path: str, c: int, requests: int, seconds: float, model: str = "demo") -> Level:
