@@ -231,8 +231,12 @@ class Gateway:
         slots = self._slots.setdefault(model, asyncio.Semaphore(self.config.max_inflight))
         wait = context.time_remaining()
         try:
-            # Calls beyond the queue size wait here, where a caller who leaves costs nothing upstream.
-            await asyncio.wait_for(slots.acquire(), timeout=self.config.queue_wait if wait is None else wait)
+            # Calls beyond the queue size wait here, where a caller who leaves costs nothing upstream. A free slot
+            # is taken at once: wait_for would wrap the acquire in a task and a timer for nothing.
+            if slots.locked():
+                await asyncio.wait_for(slots.acquire(), timeout=self.config.queue_wait if wait is None else wait)
+            else:
+                await slots.acquire()
         except TimeoutError:
             if wait is not None:
                 raise _Refused(
