@@ -75,3 +75,13 @@ def test_an_added_field_is_not_a_breaking_change(tmp_path: Path) -> None:
     assert "extra = 10" in (copy / EXPLAIN).read_text()
     result = _run("breaking", "--against", str(RELEASED), cwd=copy)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_deleted_field_is_a_breaking_change(tmp_path: Path) -> None:
+    copy = _copy_protos(tmp_path / "proto")
+    source = (copy / EXPLAIN).read_text()
+    assert "  float value_max = 5;\n" in source
+    (copy / EXPLAIN).write_text(source.replace("  float value_max = 5;\n", ""))
+    result = _run("breaking", "--against", str(RELEASED), cwd=copy)
+    assert result.returncode != 0
+    assert "value_max" in result.stdout + result.stderr, result.stdout + result.stderr

@@ -8,51 +8,60 @@ Names follow Captum: ``rule`` is Captum's ``method`` argument of ``IntegratedGra
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 from handlers.engine.errors import InvalidArgumentError
 
-__all__ = ["BASELINES", "RULES", "Baseline", "Cost", "IntegrationRule", "MethodParams", "shared_cost"]
+__all__ = ["BASELINES", "RULES", "UNITS", "Baseline", "Cost", "IntegrationRule", "MethodParams", "Unit"]
 
 IntegrationRule = Literal["gausslegendre", "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid"]
-#: ``black``: zeros in the model's input space; ``blurred``: the image under a Gaussian blur (sigma = max(H, W) / 16,
-#: reflected borders); ``noise``: uniform noise over the image's value range, drawn from ``seed``.
+#: ``black``: a black image (the explainer's ``black`` pixel, zeros by default); ``blurred``: the image under a
+#: Gaussian blur (sigma = max(H, W) / 16, reflected borders); ``noise``: uniform noise over the image's value range,
+#: drawn from ``seed``.
 Baseline = Literal["black", "blurred", "noise"]
+#: What a method's passes scale with: Integrated Gradients ``steps``, SmoothGrad ``samples``, Score-CAM ``channels``
+#: (of the explained layer).
+Unit = Literal["steps", "samples", "channels"]
 RULES: Final[tuple[str, ...]] = get_args(IntegrationRule)
 BASELINES: Final[tuple[str, ...]] = get_args(Baseline)
+UNITS: Final[tuple[str, ...]] = get_args(Unit)
+#: Engine-wide sanity bounds; a server sets lower ones per model.
+MAX_STEPS: Final = 1 << 14
+MAX_SAMPLES: Final = 1 << 12
 _SEED_LIMIT: Final = 2**63
 
 
 @dataclass(frozen=True)
 class Cost:
-    """Model passes beyond the prediction's forward: ``forwards`` per image (shared by all of its targets) and
-    ``backwards`` per image and target (one vmapped backward serves a target row)."""
+    """Model passes a method runs beyond the prediction's forward, declared on the method as data.
+
+    Per image: ``fixed_forwards + forwards * units`` forward inputs and ``backwards * units`` backward passes per
+    target, where ``units`` is the product of the ``per`` quantities (1 when ``per`` is empty). Integrated Gradients
+    is ``Cost(forwards=1, backwards=1, per=("steps",), fixed_forwards=1)`` (one interpolation point per step, the
+    baseline once); Grad-CAM is ``Cost(backwards=1)`` (its backward is shared with the other CAM methods and
+    saliency).
+    """
 
     forwards: int = 0
     backwards: int = 0
+    per: tuple[Unit, ...] = ()
+    fixed_forwards: int = 0
 
-    def __add__(self, other: Cost) -> Cost:
-        return Cost(self.forwards + other.forwards, self.backwards + other.backwards)
+    def units(self, values: Mapping[str, int]) -> int:
+        """The product of the ``per`` quantities in ``values`` (1 when ``per`` is empty)."""
+        return math.prod(int(values[u]) for u in self.per)
 
-    def passes(self, images: int, targets: int) -> int:
-        """Total passes for ``images`` images with ``targets`` targets each."""
-        return images * (self.forwards + self.backwards * targets)
-
-
-#: Backward passes of the shared needs: one plain pass serves the input and every layer gradient; one per other rule.
-_SHARED_PASSES: Final = (frozenset({"input_grad", "layer_grad"}), frozenset({"guided_grad"}), frozenset({"deconv_grad"}))
-
-
-def shared_cost(needs: Collection[str]) -> Cost:
-    """The shared backward passes that ``needs`` asks for; needs that run no pass (and unknown ones) count 0."""
-    return Cost(backwards=sum(1 for group in _SHARED_PASSES if group & set(needs)))
+    def passes(self, values: Mapping[str, int], targets: int) -> int:
+        """Forward inputs plus backward passes for one image with ``targets`` targets."""
+        units = self.units(values)
+        return self.fixed_forwards + self.forwards * units + self.backwards * units * targets
 
 
 def _int(value: object, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < high:
-        raise InvalidArgumentError(f"{name} must be an integer in [{low}, {high}), got {value!r}", field=name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgumentError(f"{name} must be an integer in [{low}, {high}], got {value!r}", field=name)
     return value
 
 
@@ -66,8 +75,10 @@ class MethodParams:
         baseline: The Integrated Gradients baseline.
         samples: SmoothGrad noisy copies per image.
         noise: SmoothGrad noise standard deviation as a fraction of the image's value range (max - min).
-        seed: Seeds the SmoothGrad noise and the ``noise`` baseline; the draws do not depend on the batch.
+        seed: Seeds the SmoothGrad noise and the ``noise`` baseline; an image's draws depend only on the seed and
+            the image (never on the batch it is in).
         pass_batch: Inputs per forward of a method's own passes (a chunk that runs out of memory is halved).
+        max_channels: Score-CAM runs one forward per channel; a layer with more channels is refused before any.
 
     Raises:
         InvalidArgumentError: A value out of range, naming the parameter.
@@ -80,9 +91,10 @@ class MethodParams:
     noise: float = 0.15
     seed: int = 0
     pass_batch: int = 32
+    max_channels: int = 4096
 
     def __post_init__(self) -> None:
-        _int(self.steps, "steps", 1, 1 << 20)
+        _int(self.steps, "steps", 1, MAX_STEPS)
         if self.rule not in RULES:
             raise InvalidArgumentError(f"unknown rule {self.rule!r}; one of {', '.join(RULES)}", field="rule")
         if self.rule != "gausslegendre" and self.steps < 2:
@@ -91,9 +103,14 @@ class MethodParams:
             raise InvalidArgumentError(
                 f"unknown baseline {self.baseline!r}; one of {', '.join(BASELINES)}", field="baseline"
             )
-        _int(self.samples, "samples", 1, 1 << 20)
+        _int(self.samples, "samples", 1, MAX_SAMPLES)
         noise = self.noise
         if isinstance(noise, bool) or not isinstance(noise, int | float) or not math.isfinite(noise) or noise < 0:
             raise InvalidArgumentError(f"noise must be a finite number >= 0, got {noise!r}", field="noise")
-        _int(self.seed, "seed", 0, _SEED_LIMIT)
-        _int(self.pass_batch, "pass_batch", 1, 1 << 20)
+        _int(self.seed, "seed", 0, _SEED_LIMIT - 1)
+        _int(self.pass_batch, "pass_batch", 1, 1 << 16)
+        _int(self.max_channels, "max_channels", 1, 1 << 20)
+
+    def units(self, channels: int = 0) -> dict[str, int]:
+        """The values of every :data:`Unit` for these parameters (``channels``: of the explained layer)."""
+        return {"steps": self.steps, "samples": self.samples, "channels": channels}
