@@ -10,7 +10,8 @@ predict, so its time includes the plain forward that picks the top-1 class; pyto
 forward; its maps include its cv2 resize to the input, which is its normal output).
 
 Sections: a section is a function that takes the options and yields result rows; decorate it with ``@section(name)``
-to add it (e.g. VAE area maps or EfficientNet-Lite0 later) and select with ``--sections``.
+to add it (e.g. VAE area maps or EfficientNet-Lite0 later) and select with ``--sections``. ``attribution``:
+Integrated Gradients and SmoothGrad against Captum (``attrib_bench.py``).
 """
 
 from __future__ import annotations
@@ -220,9 +221,12 @@ def _classifier_works(
     return works
 
 
-@section("classifier")
-def classifier_section(opts: Options) -> Iterator[Row]:
-    """resnet18/resnet50: each method, the full bundle, a 4-layer sweep and top-5; engine vs libraries."""
+#: A section's contestants for one model and batch: (explainer, pytorch-grad-cam copy, Captum copy, x, libraries).
+Works = Callable[[Explainer, nn.Module, nn.Module, Tensor, bool], dict[str, dict[str, Contestant]]]
+
+
+def _model_rows(opts: Options, section_name: str, works: Works) -> Iterator[Row]:
+    """Every model and batch of ``opts``: each of ``works``' rows measured against the plain forward."""
     for name in opts.models:
         model, pgc_model, cap_model = _models(name)
         ex = Explainer(model, layers="layer4")
@@ -233,13 +237,19 @@ def classifier_section(opts: Options) -> Iterator[Row]:
                 with torch.inference_mode():
                     return model(x)
 
-            for work, contestants in _classifier_works(ex, pgc_model, cap_model, x, opts.libraries).items():
+            for work, contestants in works(ex, pgc_model, cap_model, x, opts.libraries).items():
                 if opts.only and not any(o in work for o in opts.only):
                     continue
                 fwd_s, ratios = measure(forward, contestants, opts.rounds, opts.warmup)
-                row = Row("classifier", name, batch, work, fwd_s, ratios)
+                row = Row(section_name, name, batch, work, fwd_s, ratios)
                 print(_format(row), flush=True)
                 yield row
+
+
+@section("classifier")
+def classifier_section(opts: Options) -> Iterator[Row]:
+    """resnet18/resnet50: each method, the full bundle, a 4-layer sweep and top-5; engine vs libraries."""
+    yield from _model_rows(opts, "classifier", _classifier_works)
 
 
 # --------------------------------------------------------------------------------------------- VAE (issue 4)
@@ -316,6 +326,16 @@ def efficientnet_section(opts: Options) -> Iterator[Row]:
             row = Row("efficientnet", "effnet-lite0", batch, work, fwd_s, ratios)
             print(_format(row), flush=True)
             yield row
+
+
+# ------------------------------------------------------------------- Integrated Gradients, SmoothGrad (issue 13)
+@section("attribution")
+def attribution_section(opts: Options) -> Iterator[Row]:
+    """Integrated Gradients (50 steps) and SmoothGrad (20 samples) against Captum doing the same work
+    (``attrib_bench.py``), for each model and batch."""
+    from attrib_bench import attribution_works  # beside this file
+
+    yield from _model_rows(opts, "attribution", lambda ex, _pgc, cap, x, libs: attribution_works(ex, cap, x, libs))
 
 
 def _format(row: Row) -> str:

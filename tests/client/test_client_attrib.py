@@ -3,7 +3,6 @@ costs from describe, and the gallery caption, against the in-process fake."""
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from camserve import gallery
 from camserve_proto.camserve.v1 import explain_pb2
 from conftest import FakeServer, default_answer
+from test_client_render import result
 
 MODEL = "shapes-classifier"
 IMAGE = np.zeros((8, 8, 3), np.uint8)
@@ -101,18 +101,7 @@ def test_describe_without_costs_is_empty(client: camserve.Client) -> None:
 def test_gallery_caption_shows_the_completeness_error(tmp_path: Path) -> None:
     grad = np.random.default_rng(0).normal(size=(3, 16, 16)).astype(np.float32)
     maps = [camserve.Map("integrated_gradients", "", 3, grad, 0.0234), camserve.Map("saliency", "", 3, grad)]
-    result = camserve.ExplainResult(
-        index=0,
-        id="0",
-        predictions=(camserve.Prediction(3, "star", 0.8, 4.0),),
-        maps=types.MappingProxyType({m.key: m for m in maps}),
-        reconstruction=None,
-        geometry=None,
-        timing=camserve.Timing(explain_ms=1.0, round_trip_ms=2.0),
-        model_name="m",
-        error=None,
-    )
-    index = gallery.write([gallery.Entry("x.png", np.zeros((16, 16, 3), np.uint8), result)], tmp_path)
+    index = gallery.write([gallery.Entry("x.png", np.zeros((16, 16, 3), np.uint8), result(maps))], tmp_path)
     text = index.read_text()
     assert "integrated_gradients · 3x16x16 · completeness error 0.0234" in text
     assert "saliency · 3x16x16<" in text or "saliency · 3x16x16'" in text

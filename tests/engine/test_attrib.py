@@ -13,6 +13,7 @@ from handlers.engine._passes import smoothgrad_noise
 from handlers.engine.methods import available_methods
 from handlers.engine.methods._paths import baseline_images, blurred, rule_points
 from tests.engine.conftest import Snapshot
+from tests.engine.test_explainer import _OomAbove
 
 DRIVEN = (
     "integrated_gradients",
@@ -47,20 +48,9 @@ class Smooth(nn.Module):
         return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)) ** 2)
 
 
-class Counting(nn.Module):
+def Counting(inner: nn.Module, limit: int = 1 << 30) -> _OomAbove:
     """Records the batch size of every forward; simulates running out of memory above ``limit`` inputs."""
-
-    def __init__(self, inner: nn.Module, limit: int = 1 << 30) -> None:
-        super().__init__()
-        self.inner = inner
-        self.limit = limit
-        self.batches: list[int] = []
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.batches.append(int(x.shape[0]))
-        if x.shape[0] > self.limit:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return self.inner(x)  # type: ignore[no-any-return]
+    return _OomAbove(inner, limit)
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ import torch
 from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image
 from serving_helpers import LIMITS, MockContext, call, decoded_maps, grpc_row, png_bytes, request, response
+from test_serving_handler import MEAN, STD
+from test_serving_handler import config as handler_config
 
 from handlers.engine import Explainer, MethodParams
 from handlers.serving._config import Limits, parse_config
@@ -24,22 +26,11 @@ from handlers.serving._options import parse_options
 from handlers.serving.classifier import ClassifierHandler
 from model_store.provider import zoo_model
 
-MEAN = [0.485, 0.456, 0.406]
-STD = [0.229, 0.224, 0.225]
 LIMITS_SECTION = {"max_steps": 64, "max_samples": 8, "max_channels": 256, "max_passes": 3000}
 
 
 def config() -> dict[str, Any]:
-    section = {
-        "kind": "classifier",
-        "model": "torchvision:resnet18",
-        "input_size": [64, 64],
-        "resize": 64,
-        "mean": MEAN,
-        "std": STD,
-        "limits": {"max_images": 4, **LIMITS_SECTION},
-    }
-    return {"minWorkers": 1, "batchSize": 8, "camserve": section}
+    return handler_config(default_methods=[], limits={"max_images": 4, **LIMITS_SECTION})
 
 
 @pytest.fixture(scope="module")

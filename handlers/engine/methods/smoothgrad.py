@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from handlers.engine.methods._base import Method, MethodContext, Need, Scope
+from handlers.engine.methods._base import GradientRule, Method, MethodContext, Need, Scope
 from handlers.engine.methods._params import Cost
 from handlers.engine.methods._paths import baseline_images
 from handlers.engine.methods.integrated_gradients import path_integral
@@ -22,28 +22,31 @@ from handlers.engine.methods.integrated_gradients import path_integral
 __all__ = ["SmoothGradGuidedBackprop", "SmoothGradIntegratedGradients", "SmoothGradSaliency"]
 
 
-class SmoothGradSaliency(Method):
-    """Mean of ``dY/dx`` over the noisy copies, ``[C, H, W]`` per target."""
+class _SmoothGradient(Method):
+    """The mean over the noisy copies of the input gradient under ``rule``, ``[C, H, W]`` per target."""
+
+    scope: ClassVar[Scope] = "input"
+    cost: ClassVar[Cost] = Cost(forwards=1, backwards=1, per=("samples",))
+    rule: ClassVar[GradientRule]
+
+    def compute(self, ctx: MethodContext, layer: str) -> Tensor:
+        return ctx.passes.smooth_gradients(self.rule)
+
+
+class SmoothGradSaliency(_SmoothGradient):
+    """Mean of ``dY/dx`` over the noisy copies."""
 
     name = "smoothgrad_saliency"
-    scope: ClassVar[Scope] = "input"
     needs: ClassVar[frozenset[Need]] = frozenset({"passes", "smooth_input_grad"})
-    cost: ClassVar[Cost] = Cost(forwards=1, backwards=1, per=("samples",))
-
-    def compute(self, ctx: MethodContext, layer: str) -> Tensor:
-        return ctx.passes.smooth_gradients("plain")
+    rule: ClassVar[GradientRule] = "plain"
 
 
-class SmoothGradGuidedBackprop(Method):
-    """Mean of the guided-backprop gradient over the noisy copies, ``[C, H, W]`` per target."""
+class SmoothGradGuidedBackprop(_SmoothGradient):
+    """Mean of the guided-backprop gradient over the noisy copies (its forward shared with smoothgrad_saliency)."""
 
     name = "smoothgrad_guided_backprop"
-    scope: ClassVar[Scope] = "input"
     needs: ClassVar[frozenset[Need]] = frozenset({"passes", "smooth_guided_grad"})
-    cost: ClassVar[Cost] = Cost(forwards=1, backwards=1, per=("samples",))
-
-    def compute(self, ctx: MethodContext, layer: str) -> Tensor:
-        return ctx.passes.smooth_gradients("guided")
+    rule: ClassVar[GradientRule] = "guided"
 
 
 class SmoothGradIntegratedGradients(Method):
