@@ -358,11 +358,12 @@ def contact_sheet(
 
 
 def _print_table(scores: dict[tuple[str, str], LocalisationScore], auto_layer: str, chance: float) -> None:
-    print(f"\n{'method':<16}{'layer':<16}{'pointing':>9}{'energy':>9}{'zero maps':>11}")
+    w = max(16, *(len(method) + 2 for method, _ in scores))
+    print(f"\n{'method':<{w}}{'layer':<16}{'pointing':>9}{'energy':>9}{'zero maps':>11}")
     for (method, layer), s in sorted(scores.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         mark = " (auto)" if layer == auto_layer else ""
-        print(f"{method:<16}{(layer or 'input') + mark:<16}{s.pointing:>9.3f}{s.energy:>9.3f}{s.zero_maps:>11d}")
-    print(f"{'chance':<32}{chance:>9.3f}{chance:>9.3f}   (mean box area / image area)")
+        print(f"{method:<{w}}{(layer or 'input') + mark:<16}{s.pointing:>9.3f}{s.energy:>9.3f}{s.zero_maps:>11d}")
+    print(f"{'chance':<{w + 16}}{chance:>9.3f}{chance:>9.3f}   (mean box area / image area)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
