@@ -11,7 +11,8 @@ forward; its maps include its cv2 resize to the input, which is its normal outpu
 
 Sections: a section is a function that takes the options and yields result rows; decorate it with ``@section(name)``
 to add it (e.g. VAE area maps or EfficientNet-Lite0 later) and select with ``--sections``. ``--sections device``
-measures the engine's channels_last / amp variants side by side (``_variants.py``).
+measures the engine's channels_last / amp variants side by side (``_variants.py``); ``attribution``: Integrated
+Gradients and SmoothGrad against Captum (``attrib_bench.py``).
 
 On a GPU: ``--device cuda [--amp] [--channels-last]`` (``_device.py``): models and inputs on the GPU, every timing
 bracketed by ``torch.cuda.synchronize``; it refuses to start without CUDA. The libraries always run float32.
@@ -229,9 +230,12 @@ def _classifier_works(
     return works
 
 
-@section("classifier")
-def classifier_section(opts: Options) -> Iterator[Row]:
-    """resnet18/resnet50: each method, the full bundle, a 4-layer sweep and top-5; engine vs libraries."""
+#: A section's contestants for one model and batch: (explainer, pytorch-grad-cam copy, Captum copy, x, libraries).
+Works = Callable[[Explainer, nn.Module, nn.Module, Tensor, bool], dict[str, dict[str, Contestant]]]
+
+
+def _model_rows(opts: Options, section_name: str, works: Works) -> Iterator[Row]:
+    """Every model and batch of ``opts``: each of ``works``' rows measured against the plain forward."""
     for name in opts.models:
         model, pgc_model, cap_model = _models(name, opts.dev)
         ex = Explainer(model, layers="layer4", amp=opts.dev.amp, channels_last=opts.dev.channels_last)
@@ -244,13 +248,19 @@ def classifier_section(opts: Options) -> Iterator[Row]:
                 with torch.inference_mode(), opts.dev.forward_scope():
                     return model(x)
 
-            for work, contestants in _classifier_works(ex, pgc_model, cap_model, x, opts.libraries).items():
+            for work, contestants in works(ex, pgc_model, cap_model, x, opts.libraries).items():
                 if opts.only and not any(o in work for o in opts.only):
                     continue
                 fwd_s, ratios = opts.measure(forward, contestants)
-                row = Row("classifier", name, batch, work, fwd_s, ratios)
+                row = Row(section_name, name, batch, work, fwd_s, ratios)
                 print(_format(row), flush=True)
                 yield row
+
+
+@section("classifier")
+def classifier_section(opts: Options) -> Iterator[Row]:
+    """resnet18/resnet50: each method, the full bundle, a 4-layer sweep and top-5; engine vs libraries."""
+    yield from _model_rows(opts, "classifier", _classifier_works)
 
 
 # --------------------------------------------------------------------------------------------- VAE (issue 4)
@@ -333,6 +343,14 @@ def efficientnet_section(opts: Options) -> Iterator[Row]:
             row = Row("efficientnet", "effnet-lite0", batch, work, fwd_s, ratios)
             print(_format(row), flush=True)
             yield row
+
+
+# ------------------------------------------------------------------- Integrated Gradients, SmoothGrad (issue 13)
+@section("attribution")
+def attribution_section(opts: Options) -> Iterator[Row]:
+    """IG (50 steps) and SmoothGrad (20 samples) vs Captum doing the same work (``attrib_bench.py``)."""
+    from attrib_bench import attribution_works  # beside this file
+    yield from _model_rows(opts, "attribution", lambda ex, _pgc, cap, x, libs: attribution_works(ex, cap, x, libs))
 
 
 # ------------------------------------------------------------------------------ device variants (issue 12)

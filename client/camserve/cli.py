@@ -35,6 +35,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -345,8 +346,7 @@ def _describe_text(info: ModelInfo) -> str:
 
 
 def _describe_json(info: ModelInfo) -> str:
-    data = {k: (dict(v) if k == "versions" else v) for k, v in vars(info).items()}
-    return json.dumps(data, indent=2)
+    return json.dumps(vars(info), indent=2, default=lambda o: vars(o) if dataclasses.is_dataclass(o) else dict(o))
 
 
 def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
 
 from handlers.engine._grid import GridLayout
 from handlers.engine.errors import InvalidArgumentError
 from handlers.engine.methods import GradientRule, Scope, get_method
+
+if TYPE_CHECKING:
+    from handlers.engine._passes import ModelPasses
 
 __all__ = ["BatchContext", "HeadWeights", "MapMethod"]
 
@@ -55,6 +58,7 @@ class BatchContext:
         head: The linear head's weight rows per target (classifiers ending in GAP + one linear layer), else ``None``.
         latents: The explained latent dimensions (VAE ``latent_gradcam``), in request order.
         latent_grads: d (latent dimension) / d layer output, ``[L, *activation.shape]`` per layer.
+        passes: The model's own passes on new inputs (Integrated Gradients, SmoothGrad, Score-CAM), if any.
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class BatchContext:
         head: HeadWeights | None = None,
         latents: tuple[int, ...] = (),
         latent_grads: Mapping[str, Tensor] = _NO_LATENTS,
+        passes: ModelPasses | None = None,
     ) -> None:
         self._input_size = input_size
         self._activations = activations
@@ -77,7 +82,9 @@ class BatchContext:
         self._head = head
         self._latents = latents
         self._latent_grads = latent_grads
+        self._passes = passes
         self._results: dict[tuple[MapMethod, str], Tensor] = {}
+        self._reports: dict[str, dict[tuple[str, str], Tensor]] = {}
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -116,6 +123,25 @@ class BatchContext:
                 "this model has no linear head over globally average-pooled features", field="methods"
             )
         return self._head(layer)
+
+    @property
+    def passes(self) -> ModelPasses:
+        """The model's own passes on new inputs.
+
+        Raises:
+            InvalidArgumentError: This explainer runs no such passes (e.g. a VAE).
+        """
+        if self._passes is None:
+            raise InvalidArgumentError("this explainer does not run methods with passes of their own", field="methods")
+        return self._passes
+
+    def report(self, method: str, layer: str, name: str, values: Tensor) -> None:
+        """Attach a quality figure ``[k, B]`` (e.g. ``completeness_error``) to ``method``'s maps on ``layer``."""
+        self._reports.setdefault(name, {})[(method, layer)] = values.detach().float()
+
+    def reports(self, name: str) -> Mapping[tuple[str, str], Tensor]:
+        """Every figure called ``name`` reported in this call, by ``(method, layer)``, ``[k, B]`` each."""
+        return self._reports.get(name, {})
 
     def result(self, method: str, layer: str) -> Tensor:
         """A registered classifier method's result for this call (computed once, shared)."""

@@ -34,6 +34,12 @@ class Limits:
         max_pixels: Width x height of one image (checked from the header, before decoding).
         max_response_bytes: Upper bound for one encoded response; keep it below TorchServe's
             ``max_response_size`` (the worker is killed above that).
+        max_steps: Largest Integrated Gradients ``options.steps``.
+        max_samples: Largest SmoothGrad ``options.samples``.
+        max_channels: Largest channel count of a layer Score-CAM may explain (one forward per channel).
+        max_passes: The time budget of one request, in model passes: forward inputs plus backward passes over all
+            its images, methods, layers and targets, as the methods declare them (prediction forwards not
+            counted). A request over it is refused before any work starts.
     """
 
     max_images: int = 16
@@ -42,6 +48,10 @@ class Limits:
     max_image_bytes: int = 8_388_608
     max_pixels: int = 40_000_000
     max_response_bytes: int = 6_000_000
+    max_steps: int = 256
+    max_samples: int = 64
+    max_channels: int = 2048
+    max_passes: int = 4096
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from handlers.engine.errors import (
     ResourceExhaustedError,
 )
 from handlers.preprocess import Preprocessor
+from handlers.serving._budget import check_work_budget
 from handlers.serving._config import ServingConfig, parse_config
 from handlers.serving._encode import describe_response, encode_response, error_response, model_info_json
 from handlers.serving._errors import serving_error, to_camserve_error
@@ -268,6 +269,7 @@ class ExplainHandler(ABC, Generic[EngineT]):
                 parsed = dataclasses.replace(parsed, output=output)
             if not parsed.describe:
                 check_response_size(parsed, self.loaded.caps, as_json=reply == "json")
+                check_work_budget(parsed, self.loaded.caps)
             return Prepared(index, reply, parsed, None, request_id, _ms_since(start))
         except Exception as exc:
             return Prepared(index, reply, None, to_camserve_error(exc), request_id, _ms_since(start))
