@@ -55,6 +55,7 @@ class BatchContext:
         head: The linear head's weight rows per target (classifiers ending in GAP + one linear layer), else ``None``.
         latents: The explained latent dimensions (VAE ``latent_gradcam``), in request order.
         latent_grads: d (latent dimension) / d layer output, ``[L, *activation.shape]`` per layer.
+        rows: The number of target rows ``k`` of this call.
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class BatchContext:
         head: HeadWeights | None = None,
         latents: tuple[int, ...] = (),
         latent_grads: Mapping[str, Tensor] = _NO_LATENTS,
+        rows: int = 1,
     ) -> None:
         self._input_size = input_size
         self._activations = activations
@@ -77,12 +79,18 @@ class BatchContext:
         self._head = head
         self._latents = latents
         self._latent_grads = latent_grads
+        self._rows = rows
         self._results: dict[tuple[MapMethod, str], Tensor] = {}
 
     @property
     def input_size(self) -> tuple[int, int]:
         """The input ``(H, W)``."""
         return self._input_size
+
+    @property
+    def rows(self) -> int:
+        """The number of target rows ``k`` of this call."""
+        return self._rows
 
     @property
     def latents(self) -> tuple[int, ...]:

@@ -229,7 +229,9 @@ class Explainer(GradientRunner):
                 head = None
                 if "head_weights" in needs:
                     head = _head_weights(self._head(), self._probed().gap_linear_layers, targets)
-                ctx = BatchContext(input_hw, captured, layouts, layer_grads, input_grads, head=head)
+                ctx = BatchContext(
+                    input_hw, captured, layouts, layer_grads, input_grads, head=head, rows=int(targets.seeds.shape[0])
+                )
                 results = ctx.maps(methods, layers)
                 predictions = self._predictions(output.detach().float(), top_predictions)
         return self._assemble(results, targets, predictions, input_hw)

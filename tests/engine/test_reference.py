@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam, LayerGradCam, Saliency
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
@@ -70,12 +70,32 @@ CASES = {
     "densenet121": Case("densenet121", 64, ("features",), lambda m: _DenseNetModuleRelu(copy.deepcopy(m))),
     "mobilenet_v3_small": Case("mobilenet_v3_small", 96, ("features",)),
 }
-CAM_REFS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}
-METHODS = ("saliency", "guided_backprop", "deconvnet", "gradcam", "gradcam++", "xgradcam", "layercam", "guided_gradcam")
+CAM_REFS = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "hirescam": HiResCAM,
+    "eigencam": EigenCAM,
+}
+METHODS = ("saliency", "guided_backprop", "deconvnet", "guided_gradcam", *CAM_REFS)
 
 
 def _module(model: nn.Module, name: str) -> nn.Module:
     return dict(model.named_modules())[name]
+
+
+def orient_eigencam(projection: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's EigenCAM projection ``[B, h, w]`` (before its ReLU) with the engine's sign convention.
+
+    LAPACK's sign of a singular vector is arbitrary, so the reference's sign is flipped, per image, where its
+    projection decreases with the total activation ``sum_c A_c`` (the engine orients the component the other way).
+    """
+    total = activations.sum(axis=1).reshape(len(activations), -1)
+    flat = projection.reshape(len(projection), -1)
+    cov = ((flat - flat.mean(1, keepdims=True)) * (total - total.mean(1, keepdims=True))).sum(1)
+    oriented: np.ndarray = projection * np.where(cov < 0, -1.0, 1.0).astype(projection.dtype)[:, None, None]
+    return oriented
 
 
 @dataclass
@@ -114,6 +134,8 @@ def _pgc_maps(
             ):
                 for method, cam in cams.items():
                     m = cam.get_cam_image(x, layer, targets, a.numpy(), g.numpy(), False)
+                    if method == "eigencam":
+                        m = orient_eigencam(m, a.numpy())
                     out.setdefault((method, n), []).append(np.maximum(m, 0))
     finally:
         capture.activations_and_grads.release()

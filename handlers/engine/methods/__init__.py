@@ -13,16 +13,20 @@ from handlers.engine.methods._base import (
 )
 from handlers.engine.methods.cam import Cam
 from handlers.engine.methods.deconvnet import Deconvnet
+from handlers.engine.methods.eigencam import EigenCam
 from handlers.engine.methods.gradcam import GradCam
 from handlers.engine.methods.gradcam_pp import GradCamPlusPlus
 from handlers.engine.methods.guided_backprop import GuidedBackprop
 from handlers.engine.methods.guided_gradcam import GuidedGradCam
+from handlers.engine.methods.hirescam import HiResCam
 from handlers.engine.methods.layercam import LayerCam
 from handlers.engine.methods.saliency import Saliency
 from handlers.engine.methods.xgradcam import XGradCam
 
 for _method in (Saliency, GuidedBackprop, Deconvnet, GradCam, GradCamPlusPlus, XGradCam, LayerCam, GuidedGradCam, Cam):
     register_method(_method)
+register_method(HiResCam)
+register_method(EigenCam)
 
 __all__ = [
     "GradientRule",

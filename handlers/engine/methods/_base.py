@@ -61,6 +61,11 @@ class MethodContext(Protocol):
         """The input ``(H, W)``."""
         ...
 
+    @property
+    def rows(self) -> int:
+        """The number of target rows ``k`` (a target-independent method repeats its map ``k`` times)."""
+        ...
+
     def activation(self, layer: str) -> Tensor:
         """The layer output as a grid ``[B, C, h, w]``."""
         ...
