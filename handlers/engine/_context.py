@@ -22,7 +22,7 @@ __all__ = ["BatchContext", "HeadWeights", "MapMethod"]
 #: Rows of the linear head's weight for each target of each image, ``[k, B, C]``, for a layer (raises if unusable).
 HeadWeights = Callable[[str], Tensor]
 
-_NO_LATENTS: Mapping[str, Tensor] = MappingProxyType({})
+_EMPTY: Mapping[str, Tensor] = MappingProxyType({})
 
 
 class MapMethod(Protocol):
@@ -56,6 +56,9 @@ class BatchContext:
         latents: The explained latent dimensions (VAE ``latent_gradcam``), in request order.
         latent_grads: d (latent dimension) / d layer output, ``[L, *activation.shape]`` per layer.
         rows: The number of target rows ``k`` of this call.
+        attention: Self-attention weights ``[B, heads, N, N]`` by layer, in forward order (their gradients, when a
+            method needs them, are in ``layer_grads`` under the same names).
+        token_grid: How the attention's tokens read as a grid (set whenever ``attention`` is).
     """
 
     def __init__(
@@ -68,8 +71,10 @@ class BatchContext:
         *,
         head: HeadWeights | None = None,
         latents: tuple[int, ...] = (),
-        latent_grads: Mapping[str, Tensor] = _NO_LATENTS,
+        latent_grads: Mapping[str, Tensor] = _EMPTY,
         rows: int = 1,
+        attention: Mapping[str, Tensor] = _EMPTY,
+        token_grid: GridLayout | None = None,
     ) -> None:
         self._input_size = input_size
         self._activations = activations
@@ -80,6 +85,8 @@ class BatchContext:
         self._latents = latents
         self._latent_grads = latent_grads
         self._rows = rows
+        self._attention = attention
+        self._token_grid = token_grid
         self._results: dict[tuple[MapMethod, str], Tensor] = {}
 
     @property
@@ -112,6 +119,21 @@ class BatchContext:
     def latent_gradient(self, layer: str) -> Tensor:
         """d latent dimension / d layer output as a grid ``[L, B, C, h, w]``."""
         return self._layouts[layer].to_grid(self._latent_grads[layer]).float()
+
+    def attention(self) -> tuple[Tensor, ...]:
+        """Every self-attention layer's weights ``[B, heads, N, N]``, in forward order."""
+        return tuple(w.detach().float() for w in self._attention.values())
+
+    def attention_gradient(self) -> tuple[Tensor, ...]:
+        """d score / d each attention layer's weights ``[k, B, heads, N, N]``, in forward order."""
+        return tuple(self._layer_grads[name].float() for name in self._attention)
+
+    @property
+    def token_grid(self) -> GridLayout:
+        """How the attention's tokens read as a grid (leading class/register tokens, then the patch grid)."""
+        if self._token_grid is None:
+            raise InvalidArgumentError("this call recorded no attention layers", field="methods")
+        return self._token_grid
 
     def head_weights(self, layer: str) -> Tensor:
         """The linear head's weight rows for each target ``[k, B, C]``.

@@ -11,11 +11,14 @@ from handlers.engine.methods._base import (
     get_method,
     register_method,
 )
+from handlers.engine.methods.attention_rollout import AttentionRollout
+from handlers.engine.methods.attention_rollout_max import AttentionRolloutMax
 from handlers.engine.methods.cam import Cam
 from handlers.engine.methods.deconvnet import Deconvnet
 from handlers.engine.methods.eigencam import EigenCam
 from handlers.engine.methods.gradcam import GradCam
 from handlers.engine.methods.gradcam_pp import GradCamPlusPlus
+from handlers.engine.methods.gradient_attention import GradientAttention
 from handlers.engine.methods.guided_backprop import GuidedBackprop
 from handlers.engine.methods.guided_gradcam import GuidedGradCam
 from handlers.engine.methods.hirescam import HiResCam
@@ -27,6 +30,9 @@ for _method in (Saliency, GuidedBackprop, Deconvnet, GradCam, GradCamPlusPlus, X
     register_method(_method)
 register_method(HiResCam)
 register_method(EigenCam)
+register_method(AttentionRollout)
+register_method(AttentionRolloutMax)
+register_method(GradientAttention)
 
 __all__ = [
     "GradientRule",

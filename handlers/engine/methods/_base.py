@@ -13,6 +13,7 @@ from typing import ClassVar, Generic, Literal, Protocol, TypeVar
 
 from torch import Tensor
 
+from handlers.engine._grid import GridLayout
 from handlers.engine.errors import InvalidArgumentError
 
 __all__ = [
@@ -33,8 +34,19 @@ M = TypeVar("M")
 #: Quantities a method can ask for. ``activation``: the layer output as a grid; ``layer_grad``: d score / d layer
 #: output (the shared CAM backward); ``input_grad``/``guided_grad``/``deconv_grad``: d score / d input under the
 #: normal, guided-backprop or deconvnet ReLU rule; ``head_weights``: the linear head's weight rows per target (only
-#: on layers that reach the logits through global average pooling + that head, and only for class targets).
-Need = Literal["activation", "layer_grad", "input_grad", "guided_grad", "deconv_grad", "head_weights"]
+#: on layers that reach the logits through global average pooling + that head, and only for class targets);
+#: ``attention``: every self-attention layer's weights (vision transformers built from ``nn.MultiheadAttention``);
+#: ``attention_grad``: d score / d those weights (in the shared plain backward pass).
+Need = Literal[
+    "activation",
+    "layer_grad",
+    "input_grad",
+    "guided_grad",
+    "deconv_grad",
+    "head_weights",
+    "attention",
+    "attention_grad",
+]
 #: ``layer`` methods give one map per requested layer; ``input`` methods one map at the input (layer ``""``).
 Scope = Literal["layer", "input"]
 GradientRule = Literal["plain", "guided", "deconv"]
@@ -47,10 +59,12 @@ class ModelFacts:
     Attributes:
         gap_linear_layers: Layers whose output feeds the logits through global average pooling + one linear layer.
         default_layers: The layers used when a call gives none.
+        attention_layers: The self-attention layers (``nn.MultiheadAttention``) that attention methods read.
     """
 
     gap_linear_layers: frozenset[str]
     default_layers: tuple[str, ...]
+    attention_layers: tuple[str, ...] = ()
 
 
 class MethodContext(Protocol):
@@ -80,6 +94,19 @@ class MethodContext(Protocol):
 
     def head_weights(self, layer: str) -> Tensor:
         """Rows of the linear head's weight for each target ``[k, B, C]`` (GAP + linear models only)."""
+        ...
+
+    def attention(self) -> tuple[Tensor, ...]:
+        """Every self-attention layer's weights ``[B, heads, N, N]``, in forward order."""
+        ...
+
+    def attention_gradient(self) -> tuple[Tensor, ...]:
+        """d score / d each attention layer's weights ``[k, B, heads, N, N]``, in forward order."""
+        ...
+
+    @property
+    def token_grid(self) -> GridLayout:
+        """How the attention's ``N`` tokens read as a grid: leading (class/register) tokens, then ``h x w`` patches."""
         ...
 
     def result(self, method: str, layer: str) -> Tensor:
