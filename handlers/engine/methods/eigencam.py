@@ -3,9 +3,10 @@
 As pytorch-grad-cam's ``get_2d_projection``: per image, the ``[h*w, C]`` activation matrix is centred over the
 positions, its first right singular vector ``v`` is taken from an SVD, and the map is ``ReLU(A_centred @ v)``. A
 singular vector is only defined up to its sign, and LAPACK's choice is arbitrary (numpy's full and reduced SVDs of the
-same matrix disagree on it for about 7% of random matrices), so the sign is fixed here: ``v`` is oriented so that its
-entries sum to a positive number, i.e. the projection grows with the total activation at a position (its covariance
-with ``sum_c A_c`` is ``sigma^2 * sum(v)``). The map does not depend on the target: every target row is the same.
+same matrix disagree on it for about 7% of random matrices), so the sign is fixed as scikit-learn's ``svd_flip``
+fixes it: the projection's entry of largest magnitude is positive (the most extreme position is the salient one).
+Orienting by the total activation instead would fail on LayerNorm outputs (a ViT's token layers), where
+``sum_c A_c`` is the same at every position. The map does not depend on the target: every target row is the same.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ def first_component_projection(activation: Tensor) -> Tensor:
     flat = activation.reshape(b, c, h * w).transpose(1, 2).double()  # [B, hw, C]; double: SVD of near-ties is stable
     centred = flat - flat.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-    v = vh[:, 0, :]  # [B, C]
-    sign = torch.where(v.sum(dim=1, keepdim=True) < 0, -1.0, 1.0).to(v)
-    projection = torch.einsum("bnc,bc->bn", centred, v * sign)
+    projection = torch.einsum("bnc,bc->bn", centred, vh[:, 0, :])
+    extreme = projection.gather(1, projection.abs().argmax(dim=1, keepdim=True))
+    projection = projection * torch.where(extreme < 0, -1.0, 1.0).to(projection)
     return projection.reshape(b, h, w).to(activation.dtype)
 
 
