@@ -30,7 +30,8 @@ CAM_REFS = {
 
 
 def module(model: nn.Module, name: str) -> nn.Module:
-    return dict(model.named_modules())[name]
+    found: nn.Module = dict(model.named_modules())[name]
+    return found
 
 
 def orient_eigencam(projection: np.ndarray) -> np.ndarray:

@@ -46,13 +46,13 @@ def swin_reshape_transform(tensor: Tensor, height: int = 7, width: int = 7) -> T
 
 
 def _vit(**kwargs: int) -> nn.Module:
-    model = VisionTransformer(**kwargs)
+    model: nn.Module = VisionTransformer(**kwargs)
     nn.init.normal_(model.heads.head.weight, std=0.5)
     return model
 
 
 def _vit_b_16() -> nn.Module:
-    model = torchvision.models.vit_b_16(weights=None)
+    model: nn.Module = torchvision.models.vit_b_16(weights=None)
     nn.init.normal_(model.heads.head.weight, std=0.5)
     return model
 
