@@ -45,16 +45,18 @@ def swin_reshape_transform(tensor: Tensor, height: int = 7, width: int = 7) -> T
     return result.transpose(2, 3).transpose(1, 2)
 
 
-def _vit(**kwargs: int) -> nn.Module:
-    model: nn.Module = VisionTransformer(**kwargs)
-    nn.init.normal_(model.heads.head.weight, std=0.5)
+def _with_head(model: nn.Module) -> nn.Module:
+    """torchvision zero-initialises ViT's head (all class gradients would be zero): draw it."""
+    nn.init.normal_(model.get_parameter("heads.head.weight"), std=0.5)
     return model
+
+
+def _vit(**kwargs: int) -> nn.Module:
+    return _with_head(VisionTransformer(**kwargs))
 
 
 def _vit_b_16() -> nn.Module:
-    model: nn.Module = torchvision.models.vit_b_16(weights=None)
-    nn.init.normal_(model.heads.head.weight, std=0.5)
-    return model
+    return _with_head(torchvision.models.vit_b_16(weights=None))
 
 
 @dataclass
