@@ -29,7 +29,7 @@ NEW = ("hirescam", "eigencam", "attention_rollout", "attention_rollout_max", "gr
 LAYER = "encoder.layers.encoder_layer_1.ln_1"
 
 
-def _small_vit(_config: ServingConfig, _weights: Path | None) -> ServedModel:
+def _small_vit(config: ServingConfig, weights: Path | None) -> ServedModel:
     torch.manual_seed(0)
     model = VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64)
     nn.init.normal_(model.heads.head.weight, std=0.5)
@@ -85,7 +85,8 @@ def test_grpc_maps_equal_the_in_process_engine(handler: ClassifierHandler, ctx: 
     for key, values in reference.maps.items():
         expected = values.numpy()
         assert expected.shape == (4, 4) and key.layer == ("" if get_method(key.method).scope == "input" else LAYER)
-        np.testing.assert_allclose(served[tuple(key)], expected, rtol=1e-3, atol=1e-3 * float(np.abs(expected).max()))
+        got = served[(key.method, key.layer, key.target)]
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * float(np.abs(expected).max()))
 
 
 def test_rest_form_fields_reach_the_attention_methods(handler: ClassifierHandler, ctx: MockContext) -> None:
