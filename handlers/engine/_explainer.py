@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
@@ -74,8 +73,10 @@ class Explainer(GradientRunner):
         model: The classifier; its output must be ``[B, classes]`` logits unless a callable target is used.
         layers: Default layer(s) for CAM-family methods by dotted module name; ``None`` = automatic choice.
         labels: Class names, by index (sequence) or id (mapping), used in :class:`Prediction`.
-        amp: Run the forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU); maps are float32.
+        amp: Run the forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU); maps are float32 (see
+            :class:`~handlers.engine._runner.GradientRunner` for where float32 is kept).
         input_size: ``(H, W)`` for the probe pass that lists candidate layers and picks the automatic one.
+        channels_last: Copy the images to the device as ``torch.channels_last`` (pair it with a channels-last model).
 
     Raises:
         InvalidArgumentError: Bad arguments.
@@ -89,13 +90,14 @@ class Explainer(GradientRunner):
         labels: Sequence[str] | Mapping[int, str] | None = None,
         amp: bool = False,
         input_size: tuple[int, int] | None = None,
+        *,
+        channels_last: bool = False,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, amp=amp, channels_last=channels_last)
         self._layers = self._parse_layers(layers) if layers is not None else None
         if self._layers is not None and not self._layers:
             raise InvalidArgumentError("layers is empty; pass None for the automatic choice", field="layers")
         self._labels = labels
-        self._amp = bool(amp)
         size = input_size if input_size is not None else (224, 224)
         if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
             raise InvalidArgumentError(f"input_size must be (H, W) positive ints, got {input_size!r}")
@@ -207,12 +209,6 @@ class Explainer(GradientRunner):
                 field="methods",
             )
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
-        if not self._amp:
-            return contextlib.nullcontext()
-        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        return torch.autocast(device_type=device.type, dtype=dtype)
-
     def _run(
         self, images: Tensor, methods: list[Method], layers: tuple[str, ...], spec: TargetSpec, top_predictions: int
     ) -> list[Explanation]:
@@ -229,7 +225,7 @@ class Explainer(GradientRunner):
             with (
                 capture_outputs(modules, as_leaf=True) as captured,
                 capture_attention(self._attention if needs & _ATTENTION else {}) as attention,
-                self._autocast(x.device),
+                self._autocast(),
             ):
                 output = self._model(x)
             if not isinstance(output, Tensor):
@@ -299,7 +295,7 @@ class Explainer(GradientRunner):
         input_hw: tuple[int, int],
     ) -> list[Explanation]:
         out: list[Explanation] = []
-        for i, ids in enumerate(targets.per_image):
+        for i, ids in enumerate(targets.per_image()):
             maps = {
                 MapKey(method, layer, target): r[j, i]
                 for (method, layer), r in results.items()
