@@ -45,7 +45,15 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from handlers.engine import Explainer, Explanation, MethodParams, VAEExplainer, get_method, reduce_gradient
+from handlers.engine import (
+    Explainer,
+    Explanation,
+    MethodParams,
+    VAEExplainer,
+    available_methods,
+    get_method,
+    reduce_gradient,
+)
 from model_store import completeness, data, zoo
 from model_store.locality import LocalityReport, area_locality
 from model_store.models import ShapesVAE
@@ -402,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     boxes = batch.boxes
     chance = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) / (x.shape[-1] * x.shape[-2])
     _print_table(scores, auto, chance)
+    skipped = [m for m in available_methods() if m not in explainer.methods]
+    print(f"not applicable to shapes-classifier (scored nowhere): {', '.join(skipped) or 'none'}")
     gc = scores[("gradcam", auto)]
     print(f"\nGrad-CAM pointing game on the automatic layer {auto!r}: {gc.pointing:.3f} on {gc.count} images")
     print(f"(smoothgrad_integrated_gradients: {SMOOTH_IG.samples} samples x {SMOOTH_IG.steps} steps)\n")
@@ -428,7 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds=batch.seeds[: args.examples],
     )
     sheet_methods = tuple(
-        m for m in ("gradcam", "gradcam++", "cam", "saliency", "guided_backprop") if m in explainer.methods
+        m
+        for m in ("gradcam", "gradcam++", "hirescam", "eigencam", "cam", "saliency", "guided_backprop")
+        if m in explainer.methods
     )
     contact_sheet(explainer, shown, sheet_methods, auto, recon[: args.examples], args.sheet)
     print(f"\ncontact sheet: {args.sheet}; total {time.perf_counter() - t0:.0f}s")

@@ -25,7 +25,7 @@ __all__ = ["BatchContext", "HeadWeights", "MapMethod"]
 #: Rows of the linear head's weight for each target of each image, ``[k, B, C]``, for a layer (raises if unusable).
 HeadWeights = Callable[[str], Tensor]
 
-_NO_LATENTS: Mapping[str, Tensor] = MappingProxyType({})
+_EMPTY: Mapping[str, Tensor] = MappingProxyType({})
 
 
 class MapMethod(Protocol):
@@ -59,6 +59,10 @@ class BatchContext:
         latents: The explained latent dimensions (VAE ``latent_gradcam``), in request order.
         latent_grads: d (latent dimension) / d layer output, ``[L, *activation.shape]`` per layer.
         passes: The model's own passes on new inputs (Integrated Gradients, SmoothGrad, Score-CAM), if any.
+        rows: The number of target rows ``k`` of this call.
+        attention: Self-attention weights ``[B, heads, N, N]`` by layer, in forward order (their gradients, when a
+            method needs them, are in ``layer_grads`` under the same names).
+        token_grid: How the attention's tokens read as a grid (set whenever ``attention`` is).
     """
 
     def __init__(
@@ -71,8 +75,11 @@ class BatchContext:
         *,
         head: HeadWeights | None = None,
         latents: tuple[int, ...] = (),
-        latent_grads: Mapping[str, Tensor] = _NO_LATENTS,
+        latent_grads: Mapping[str, Tensor] = _EMPTY,
         passes: ModelPasses | None = None,
+        rows: int = 1,
+        attention: Mapping[str, Tensor] = _EMPTY,
+        token_grid: GridLayout | None = None,
     ) -> None:
         self._input_size = input_size
         self._activations = activations
@@ -83,6 +90,9 @@ class BatchContext:
         self._latents = latents
         self._latent_grads = latent_grads
         self._passes = passes
+        self._rows = rows
+        self._attention = attention
+        self._token_grid = token_grid
         self._results: dict[tuple[MapMethod, str], Tensor] = {}
         self._reports: dict[str, dict[tuple[str, str], Tensor]] = {}
 
@@ -90,6 +100,11 @@ class BatchContext:
     def input_size(self) -> tuple[int, int]:
         """The input ``(H, W)``."""
         return self._input_size
+
+    @property
+    def rows(self) -> int:
+        """The number of target rows ``k`` of this call."""
+        return self._rows
 
     @property
     def latents(self) -> tuple[int, ...]:
@@ -111,6 +126,21 @@ class BatchContext:
     def latent_gradient(self, layer: str) -> Tensor:
         """d latent dimension / d layer output as a grid ``[L, B, C, h, w]``."""
         return self._layouts[layer].to_grid(self._latent_grads[layer]).float()
+
+    def attention(self) -> tuple[Tensor, ...]:
+        """Every self-attention layer's weights ``[B, heads, N, N]``, in forward order."""
+        return tuple(w.detach().float() for w in self._attention.values())
+
+    def attention_gradient(self) -> tuple[Tensor, ...]:
+        """d score / d each attention layer's weights ``[k, B, heads, N, N]``, in forward order."""
+        return tuple(self._layer_grads[name].float() for name in self._attention)
+
+    @property
+    def token_grid(self) -> GridLayout:
+        """How the attention's tokens read as a grid (leading class/register tokens, then the patch grid)."""
+        if self._token_grid is None:
+            raise InvalidArgumentError("this call recorded no attention layers", field="methods")
+        return self._token_grid
 
     def head_weights(self, layer: str) -> Tensor:
         """The linear head's weight rows for each target ``[k, B, C]``.

@@ -8,10 +8,11 @@ from types import MappingProxyType
 import torch
 from torch import Tensor, nn
 
+from handlers.engine._attention import attention_modules, capture_attention, token_grid
 from handlers.engine._context import BatchContext, HeadWeights
 from handlers.engine._grid import detect_layout, layouts_of
 from handlers.engine._hooks import capture_outputs
-from handlers.engine._layers import ProbeResult, probe, resolve_layers
+from handlers.engine._layers import ProbeResult, patch_size, probe, resolve_layers
 from handlers.engine._passes import ModelPasses
 from handlers.engine._result import Explanation, MapKey, Prediction
 from handlers.engine._runner import (
@@ -41,6 +42,7 @@ _SMOOTH_RULES: tuple[tuple[Need, GradientRule], ...] = (
     ("smooth_input_grad", "plain"),
     ("smooth_guided_grad", "guided"),
 )
+_ATTENTION: frozenset[Need] = frozenset({"attention", "attention_grad"})
 
 
 def _closure(methods: Sequence[Method]) -> list[Method]:
@@ -124,6 +126,8 @@ class Explainer(GradientRunner):
             raise InvalidArgumentError(
                 f"black must be {self._in_channels} finite numbers, got {black!r}", field="black"
             )
+        self._patch = patch_size(model)
+        self._attention = attention_modules(model)
 
     # ----------------------------------------------------------------------------------------------- properties
     @property
@@ -224,6 +228,12 @@ class Explainer(GradientRunner):
         for m in _closure(chosen):
             if "head_weights" in m.needs:
                 self._check_head(m, spec, use_layers)
+            if m.needs & _ATTENTION and not self._attention:
+                raise InvalidArgumentError(
+                    f"{m.name} needs a vision transformer whose blocks use nn.MultiheadAttention self-attention "
+                    "(e.g. torchvision's vit_b_16); this model has none",
+                    field="methods",
+                )
         return self._split_on_oom(
             lambda part: self._run(
                 x[part], chosen, use_layers, spec.slice(part.start, part.stop), top_predictions, params
@@ -240,7 +250,11 @@ class Explainer(GradientRunner):
 
     def _facts(self) -> ModelFacts:
         result = self._probed()
-        return ModelFacts(gap_linear_layers=result.gap_linear_layers, default_layers=self.default_layers)
+        return ModelFacts(
+            gap_linear_layers=result.gap_linear_layers,
+            default_layers=self.default_layers,
+            attention_layers=tuple(self._attention),
+        )
 
     def _check_head(self, method: Method, spec: TargetSpec, layers: tuple[str, ...]) -> None:
         """A method that reads the head's weights needs class targets and layers that feed the head through GAP."""
@@ -268,22 +282,28 @@ class Explainer(GradientRunner):
         everything = _closure(methods)
         needs: set[Need] = set().union(*(m.needs for m in everything)) if everything else set()
         rules = input_rules(needs)
-        grad_enabled = "layer_grad" in needs or bool(rules)
+        grad_enabled = "layer_grad" in needs or "attention_grad" in needs or bool(rules)
         modules = resolve_layers(self._model, layers) if "activation" in needs or "layer_grad" in needs else {}
         input_hw = (int(images.shape[2]), int(images.shape[3]))
         with self._batch_scope(images, grad_enabled) as x:
             if rules:
                 x.requires_grad_(True)
-            with capture_outputs(modules, as_leaf=True) as captured, self._autocast():
+            with (
+                capture_outputs(modules, as_leaf=True) as captured,
+                capture_attention(self._attention if needs & _ATTENTION else {}) as attention,
+                self._autocast(),
+            ):
                 output = self._model(x)
             if not isinstance(output, Tensor):
                 raise InvalidArgumentError(
                     f"model returned {type(output).__name__}; the explainer needs a tensor of logits"
                 )
-            layouts = layouts_of(modules, captured, input_hw, not_run="was not called during the forward pass")
+            layouts = layouts_of(
+                modules, captured, input_hw, not_run="was not called during the forward pass", patch=self._patch
+            )
             targets = resolve_targets(spec, output, differentiate=grad_enabled)
             layer_grads, input_grads = run_passes(
-                plan_passes(x, captured, layers, needs),
+                plan_passes(x, captured, layers, needs, attention),
                 targets.output.grad_fn,
                 lambda inputs, retain: gradient_rows(targets.output, inputs, targets.seeds, retain, _OFF_PATH),
             )
@@ -292,7 +312,19 @@ class Explainer(GradientRunner):
                 if "head_weights" in needs:
                     head = _head_weights(self._head(), self._probed().gap_linear_layers, targets)
                 passes = self._passes(x, targets, spec, params, needs) if "passes" in needs else None
-                ctx = BatchContext(input_hw, captured, layouts, layer_grads, input_grads, head=head, passes=passes)
+                grid = token_grid(attention, input_hw, self._patch)
+                ctx = BatchContext(
+                    input_hw,
+                    captured,
+                    layouts,
+                    layer_grads,
+                    input_grads,
+                    head=head,
+                    passes=passes,
+                    rows=int(targets.seeds.shape[0]),
+                    attention=attention,
+                    token_grid=grid,
+                )
                 results = ctx.maps(methods, layers)
                 predictions = self._predictions(output.detach().float(), top_predictions)
         return self._assemble(results, targets, predictions, input_hw, ctx.reports("completeness_error"))

@@ -85,13 +85,22 @@ def input_rules(needs: Collection[str]) -> list[GradientRule]:
     return [rule for need, rule in _INPUT_RULES.items() if need in needs]
 
 
-def plan_passes(x: Tensor, captured: Mapping[str, Tensor], layers: Sequence[str], needs: Collection[str]) -> list[Pass]:
-    """The backward passes of one call: the input and every layer share one plain pass; one more per other rule."""
+def plan_passes(
+    x: Tensor,
+    captured: Mapping[str, Tensor],
+    layers: Sequence[str],
+    needs: Collection[str],
+    attention: Mapping[str, Tensor] | None = None,
+) -> list[Pass]:
+    """The backward passes of one call: the input, every layer and every attention map (``attention_grad``, by
+    its layer's name) share one plain pass; one more per other rule."""
     plain: list[tuple[str, Tensor]] = []
     if "input_grad" in needs:
         plain.append(("", x))
     if "layer_grad" in needs:
         plain.extend((name, captured[name]) for name in layers)
+    if "attention_grad" in needs and attention:
+        plain.extend(attention.items())
     passes: list[Pass] = [("plain", plain)] if plain else []
     passes.extend((rule, [("", x)]) for rule in input_rules(needs) if rule != "plain")
     return passes

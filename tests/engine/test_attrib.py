@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from handlers.engine import Explainer, InvalidArgumentError, MethodParams, ResourceExhaustedError, get_method
 from handlers.engine._passes import smoothgrad_noise
-from handlers.engine.methods import available_methods
+from handlers.engine.methods import Cost, available_methods
 from handlers.engine.methods._paths import baseline_images, blurred, rule_points
 from tests.engine.conftest import Snapshot
 from tests.engine.test_explainer import _OomAbove
@@ -263,8 +263,17 @@ def test_declared_costs_count_the_forwards(smooth: nn.Module) -> None:
         Explainer(model).explain(x, methods=[method], layers=layers, options=params)
         cost = get_method(method).cost
         assert sum(model.batches) - 2 == 2 * (cost.fixed_forwards + cost.forwards * cost.units(params.units(6)))
+
+
+def test_declared_backwards_follow_the_needs() -> None:
+    gradients = {"layer_grad", "input_grad", "guided_grad", "deconv_grad", "attention_grad"}
     for name in available_methods():
-        assert get_method(name).cost.backwards >= 0
+        method = get_method(name)
+        needs = set(method.needs).union(*(get_method(d).needs for d in method.depends_on))
+        if needs & gradients:
+            assert method.cost.backwards >= 1, name
+        elif not needs & {"passes", "smooth_input_grad", "smooth_guided_grad"}:
+            assert method.cost == Cost(), name  # activations or head weights only: the prediction's forward
 
 
 def test_callable_targets(smooth: nn.Module) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from torch import Tensor
 
+from handlers.engine._grid import GridLayout
 from handlers.engine.errors import InvalidArgumentError
 from handlers.engine.methods._params import Cost
 
@@ -40,6 +41,8 @@ M = TypeVar("M")
 #: on layers that reach the logits through global average pooling + that head, and only for class targets);
 #: ``passes``: the method runs the model on inputs of its own (``MethodContext.passes``); ``smooth_input_grad`` /
 #: ``smooth_guided_grad``: SmoothGrad's noisy copies, one forward shared by both ReLU rules.
+#: ``attention``: every self-attention layer's weights (vision transformers built from ``nn.MultiheadAttention``);
+#: ``attention_grad``: d score / d those weights (in the shared plain backward pass).
 Need = Literal[
     "activation",
     "layer_grad",
@@ -50,6 +53,8 @@ Need = Literal[
     "passes",
     "smooth_input_grad",
     "smooth_guided_grad",
+    "attention",
+    "attention_grad",
 ]
 #: ``layer`` methods give one map per requested layer; ``input`` methods one map at the input (layer ``""``).
 Scope = Literal["layer", "input"]
@@ -63,10 +68,12 @@ class ModelFacts:
     Attributes:
         gap_linear_layers: Layers whose output feeds the logits through global average pooling + one linear layer.
         default_layers: The layers used when a call gives none.
+        attention_layers: The self-attention layers (``nn.MultiheadAttention``) that attention methods read.
     """
 
     gap_linear_layers: frozenset[str]
     default_layers: tuple[str, ...]
+    attention_layers: tuple[str, ...] = ()
 
 
 class MethodContext(Protocol):
@@ -75,6 +82,11 @@ class MethodContext(Protocol):
     @property
     def input_size(self) -> tuple[int, int]:
         """The input ``(H, W)``."""
+        ...
+
+    @property
+    def rows(self) -> int:
+        """The number of target rows ``k`` (a target-independent method repeats its map ``k`` times)."""
         ...
 
     def activation(self, layer: str) -> Tensor:
@@ -91,6 +103,19 @@ class MethodContext(Protocol):
 
     def head_weights(self, layer: str) -> Tensor:
         """Rows of the linear head's weight for each target ``[k, B, C]`` (GAP + linear models only)."""
+        ...
+
+    def attention(self) -> tuple[Tensor, ...]:
+        """Every self-attention layer's weights ``[B, heads, N, N]``, in forward order."""
+        ...
+
+    def attention_gradient(self) -> tuple[Tensor, ...]:
+        """d score / d each attention layer's weights ``[k, B, heads, N, N]``, in forward order."""
+        ...
+
+    @property
+    def token_grid(self) -> GridLayout:
+        """How the attention's ``N`` tokens read as a grid: leading (class/register) tokens, then ``h x w`` patches."""
         ...
 
     def result(self, method: str, layer: str) -> Tensor:
