@@ -407,8 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "smoothgrad_integrated_gradients" in explainer.methods:
         smooth_ig = localisation(explainer, batch, ("smoothgrad_integrated_gradients",), layers, options=SMOOTH_IG)
         scores.update(smooth_ig)
-    boxes = batch.boxes
-    chance = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) / (x.shape[-1] * x.shape[-2])
+    b = batch.boxes
+    chance = float(np.mean((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))) / (x.shape[-1] * x.shape[-2])
     _print_table(scores, auto, chance)
     skipped = [m for m in available_methods() if m not in explainer.methods]
     print(f"not applicable to shapes-classifier (scored nowhere): {', '.join(skipped) or 'none'}")
@@ -437,11 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         masks=batch.masks[: args.examples],
         seeds=batch.seeds[: args.examples],
     )
-    sheet_methods = tuple(
-        m
-        for m in ("gradcam", "gradcam++", "hirescam", "eigencam", "cam", "saliency", "guided_backprop")
-        if m in explainer.methods
-    )
+    sheet = ("gradcam", "gradcam++", "hirescam", "eigencam", "cam", "saliency", "guided_backprop")
+    sheet_methods = tuple(m for m in sheet if m in explainer.methods)
     contact_sheet(explainer, shown, sheet_methods, auto, recon[: args.examples], args.sheet)
     print(f"\ncontact sheet: {args.sheet}; total {time.perf_counter() - t0:.0f}s")
     return 0
