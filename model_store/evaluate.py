@@ -15,7 +15,11 @@ manifest's metrics or by the tests) it prints:
   - **energy in box** — the share of the map's positive mass that lies inside the box.
   Input-gradient maps (saliency, guided backprop, deconvnet, guided Grad-CAM) are reduced to one channel by
   ``max_c |g|`` first. For reference, a uniformly random point hits the box with probability = mean box area share
-  (printed as "chance");
+  (printed as "chance"). Integrated Gradients, SmoothGrad and Score-CAM run at the engine's defaults, except
+  ``smoothgrad_integrated_gradients`` (:data:`SMOOTH_IG`: 10 samples x 10 steps instead of 20 x 50, 1000 passes
+  per image);
+* Integrated Gradients' completeness error at the default steps on the shapes classifier (held-out images) and on
+  EfficientNet-Lite0 (the sample photographs), see :mod:`model_store.completeness`;
 * the explanation sanity check of Adebayo et al. (2018): Grad-CAM maps of the trained model versus the same model
   with (a) all weights re-initialised and (b) only the last stage and the head re-initialised, compared by Spearman
   rank correlation per image (see :func:`sanity_check` for how all-zero maps are handled).
@@ -41,8 +45,16 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from handlers.engine import Explainer, Explanation, VAEExplainer, get_method, reduce_gradient
-from model_store import data, zoo
+from handlers.engine import (
+    Explainer,
+    Explanation,
+    MethodParams,
+    VAEExplainer,
+    available_methods,
+    get_method,
+    reduce_gradient,
+)
+from model_store import completeness, data, zoo
 from model_store.locality import LocalityReport, area_locality
 from model_store.models import ShapesVAE
 
@@ -68,6 +80,11 @@ EVAL_START = 1_000_000
 
 SWEEP_LAYERS: tuple[str, ...] = ("layer1", "layer2", "layer3")
 """Layers of the classifier swept by the CAM-family methods (the automatic choice is ``layer3``)."""
+
+SMOOTH_IG = MethodParams(samples=10, steps=10)
+"""``smoothgrad_integrated_gradients``' parameters in the benchmark (its defaults cost 1000 passes per image)."""
+COMPLETENESS_IMAGES = 100
+"""Held-out shapes images for the completeness error."""
 
 
 # ------------------------------------------------------------------------------------------------------ the metrics
@@ -127,6 +144,7 @@ def localisation(
     methods: Sequence[str],
     layers: Sequence[str],
     batch_size: int = 50,
+    options: MethodParams | None = None,
 ) -> dict[tuple[str, str], LocalisationScore]:
     """Score ``methods`` x ``layers`` on ``batch``, explaining each image's ground-truth class.
 
@@ -144,7 +162,9 @@ def localisation(
             expl
             for group_methods, group_layers in groups
             if group_methods
-            for expl in explainer.explain(x, methods=group_methods, layers=group_layers, targets=labels)
+            for expl in explainer.explain(
+                x, methods=group_methods, layers=group_layers, targets=labels, options=options
+            )
         ]
         for j, expl in enumerate(results):
             i = j % len(labels)
@@ -346,11 +366,12 @@ def contact_sheet(
 
 
 def _print_table(scores: dict[tuple[str, str], LocalisationScore], auto_layer: str, chance: float) -> None:
-    print(f"\n{'method':<16}{'layer':<16}{'pointing':>9}{'energy':>9}{'zero maps':>11}")
+    w = max(16, *(len(method) + 2 for method, _ in scores))
+    print(f"\n{'method':<{w}}{'layer':<16}{'pointing':>9}{'energy':>9}{'zero maps':>11}")
     for (method, layer), s in sorted(scores.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         mark = " (auto)" if layer == auto_layer else ""
-        print(f"{method:<16}{(layer or 'input') + mark:<16}{s.pointing:>9.3f}{s.energy:>9.3f}{s.zero_maps:>11d}")
-    print(f"{'chance':<32}{chance:>9.3f}{chance:>9.3f}   (mean box area / image area)")
+        print(f"{method:<{w}}{(layer or 'input') + mark:<16}{s.pointing:>9.3f}{s.energy:>9.3f}{s.zero_maps:>11d}")
+    print(f"{'chance':<{w + 16}}{chance:>9.3f}{chance:>9.3f}   (mean box area / image area)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -381,12 +402,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     explainer = Explainer(model, labels=data.SHAPE_CLASSES, input_size=(data.DEFAULT_SIZE, data.DEFAULT_SIZE))
     auto = explainer.default_layers[0]
     layers = tuple(dict.fromkeys((*SWEEP_LAYERS, auto)))
-    scores = localisation(explainer, batch, explainer.methods, layers)
-    boxes = batch.boxes
-    chance = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) / (x.shape[-1] * x.shape[-2])
+    methods = tuple(m for m in explainer.methods if m != "smoothgrad_integrated_gradients")
+    scores = localisation(explainer, batch, methods, layers)
+    if "smoothgrad_integrated_gradients" in explainer.methods:
+        smooth_ig = localisation(explainer, batch, ("smoothgrad_integrated_gradients",), layers, options=SMOOTH_IG)
+        scores.update(smooth_ig)
+    b = batch.boxes
+    chance = float(np.mean((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))) / (x.shape[-1] * x.shape[-2])
     _print_table(scores, auto, chance)
+    skipped = [m for m in available_methods() if m not in explainer.methods]
+    print(f"not applicable to shapes-classifier (scored nowhere): {', '.join(skipped) or 'none'}")
     gc = scores[("gradcam", auto)]
     print(f"\nGrad-CAM pointing game on the automatic layer {auto!r}: {gc.pointing:.3f} on {gc.count} images")
+    print(f"(smoothgrad_integrated_gradients: {SMOOTH_IG.samples} samples x {SMOOTH_IG.steps} steps)\n")
+    shown_ig = min(COMPLETENESS_IMAGES, len(batch))
+    names = [f"held-out {EVAL_START + i}" for i in range(shown_ig)]
+    labels = [int(v) for v in batch.labels[:shown_ig]]
+    report = completeness.completeness("shapes-classifier", explainer, x[:shown_ig], labels, names)
+    print("\n".join(report.lines(each=False)))
+    print("\n".join(completeness.photographs_report().lines(each=True)))
 
     print("\nsanity check (Adebayo et al. 2018), Grad-CAM on", repr(auto), "vs randomised weights:")
     sanity_batch = data.make_batch("test", EVAL_START, min(args.sanity, args.images))
@@ -403,9 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         masks=batch.masks[: args.examples],
         seeds=batch.seeds[: args.examples],
     )
-    sheet_methods = tuple(
-        m for m in ("gradcam", "gradcam++", "cam", "saliency", "guided_backprop") if m in explainer.methods
-    )
+    sheet = ("gradcam", "gradcam++", "hirescam", "eigencam", "cam", "saliency", "guided_backprop")
+    sheet_methods = tuple(m for m in sheet if m in explainer.methods)
     contact_sheet(explainer, shown, sheet_methods, auto, recon[: args.examples], args.sheet)
     print(f"\ncontact sheet: {args.sheet}; total {time.perf_counter() - t0:.0f}s")
     return 0

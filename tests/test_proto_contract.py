@@ -58,11 +58,12 @@ def test_the_released_image_covers_torchserves_protos_too() -> None:
         assert name in text, name
 
 
-def test_a_renumbered_field_is_a_breaking_change(tmp_path: Path) -> None:
+@pytest.mark.parametrize("replacement", ["  float value_max = 10;\n", ""], ids=["renumbered", "deleted"])
+def test_a_renumbered_or_deleted_field_is_a_breaking_change(tmp_path: Path, replacement: str) -> None:
     copy = _copy_protos(tmp_path / "proto")
     source = (copy / EXPLAIN).read_text()
     assert "  float value_max = 5;\n" in source
-    (copy / EXPLAIN).write_text(source.replace("  float value_max = 5;\n", "  float value_max = 10;\n"))
+    (copy / EXPLAIN).write_text(source.replace("  float value_max = 5;\n", replacement))
     result = _run("breaking", "--against", str(RELEASED), cwd=copy)
     assert result.returncode != 0
     assert "value_max" in result.stdout + result.stderr, result.stdout + result.stderr

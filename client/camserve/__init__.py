@@ -17,7 +17,16 @@ from camserve._aio import AsyncClient
 from camserve._client import Client
 from camserve._maps import Map, MapKey
 from camserve._request import Input
-from camserve._results import Box, ExplainResult, Geometry, ModelEntry, ModelInfo, Prediction, Timing
+from camserve._results import (
+    Box,
+    ExplainResult,
+    Geometry,
+    MethodCost,
+    ModelEntry,
+    ModelInfo,
+    Prediction,
+    Timing,
+)
 from camserve.errors import (
     CamserveError,
     DeadlineExceeded,
@@ -44,6 +53,7 @@ __all__ = [
     "InvalidArgument",
     "Map",
     "MapKey",
+    "MethodCost",
     "ModelEntry",
     "ModelInfo",
     "NotFound",

@@ -189,6 +189,13 @@ class Client(ClientBase):
                   input size).
                 - ``reconstruction`` (bool): VAE models: also return the reconstruction (default False).
                 - ``top_predictions`` (int): how many predictions per image (server default 5).
+                - ``steps`` (int), ``rule`` (str), ``baseline`` (str): Integrated Gradients: interpolation steps
+                  (default 50, bounded per model, see ``describe().method_costs``), ``"gausslegendre"`` (default)
+                  or a Riemann rule (``"riemann_right"``, ``"riemann_left"``, ``"riemann_middle"``,
+                  ``"riemann_trapezoid"``), and ``"black"`` (default), ``"blurred"`` or ``"noise"``.
+                - ``samples`` (int), ``noise`` (float), ``seed`` (int): SmoothGrad (the ``smoothgrad_*`` methods):
+                  noisy copies (default 20), noise standard deviation as a fraction of the image's value range
+                  (default 0.15), and the seed of the noise (and of the ``"noise"`` baseline).
                 - ``strict`` (bool): for a list: raise the first failed image's error instead of returning it in
                   ``.error`` (default False).
                 - ``request_id`` (str): your id for the request, for tracing (default: a random one).

@@ -15,7 +15,7 @@ from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image as PILImage
 
 from camserve._maps import Map, MapKey, frozen
-from camserve._results import Box, ExplainResult, Geometry, ModelInfo, Prediction, Timing
+from camserve._results import Box, ExplainResult, Geometry, MethodCost, ModelInfo, Prediction, Timing
 from camserve.errors import Internal, from_code
 
 _FLOAT_DTYPES: dict[int, np.dtype[Any]] = {explain_pb2.FLOAT32: np.dtype("<f4"), explain_pb2.FLOAT16: np.dtype("<f2")}
@@ -85,6 +85,18 @@ def decode_model_info(response: explain_pb2.ExplainResponse, name: str) -> Model
         max_pixels=int(info.max_pixels),
         max_response_bytes=int(info.max_response_bytes),
         versions=types.MappingProxyType(dict(response.versions)),
+        method_costs=types.MappingProxyType(
+            {
+                m.name: MethodCost(
+                    forwards=int(m.forwards),
+                    backwards=int(m.backwards),
+                    per=tuple(m.per),
+                    fixed_forwards=int(m.fixed_forwards),
+                    bounds=types.MappingProxyType({k: int(v) for k, v in m.bounds.items()}),
+                )
+                for m in info.method_info
+            }
+        ),
     )
 
 
@@ -140,7 +152,8 @@ def decode_image_result(
         key = MapKey(m.method, m.layer, int(m.target))
         if key in maps:
             raise Internal(f"malformed response: duplicate map {tuple(key)}")
-        maps[key] = Map(key.method, key.layer, key.target, frozen(array))
+        error = float(m.completeness_error) if m.HasField("completeness_error") else None
+        maps[key] = Map(key.method, key.layer, key.target, frozen(array), error)
     reconstruction = None
     if result.HasField("reconstruction") and result.reconstruction.data:
         rec = decode_tensor(result.reconstruction, f"results[{index}].reconstruction")

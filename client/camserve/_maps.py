@@ -110,6 +110,8 @@ class Map:
         layer: Dotted module name; ``""`` for methods computed at the input (saliency, guided backprop, ...).
         target: The class id explained (classifiers) or the region's index (VAEs).
         array: float32, read-only: ``[H, W]`` for CAM-style maps, ``[3, H, W]`` for input gradients.
+        completeness_error: Integrated Gradients: ``|sum of the map - (score(image) - score(baseline))|`` relative
+            to the score gap, as the server computed it (raise ``steps`` when it is large); ``None`` otherwise.
 
     Raises:
         InvalidArgument: ``array`` is not a non-empty ``[H, W]`` or ``[C, H, W]`` numpy array.
@@ -119,6 +121,7 @@ class Map:
     layer: str
     target: int
     array: np.ndarray = field(repr=False)
+    completeness_error: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, np.ndarray):
@@ -154,7 +157,7 @@ class Map:
         return f"Map(method={self.method!r}, layer={self.layer!r}, target={self.target}, shape={self.shape})"
 
     def _with(self, array: np.ndarray) -> Map:
-        return Map(self.method, self.layer, self.target, frozen(array))
+        return Map(self.method, self.layer, self.target, frozen(array), self.completeness_error)
 
     def upsample(self, size: tuple[int, int]) -> Map:
         """Bilinearly resized to ``size = (height, width)`` (numpy/PIL only); every channel alike.

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
+from camserve._method_options import METHOD_OPTIONS
 from camserve._request import ExplainOptions, RegionLike, TargetLike
 from camserve.errors import InvalidArgument
 
@@ -29,6 +30,12 @@ class ExplainArgs(TypedDict, total=False):
     resolution: str | None
     reconstruction: bool
     top_predictions: int | None
+    steps: int | None
+    rule: str | None
+    baseline: str | None
+    samples: int | None
+    noise: float | None
+    seed: int | None
     strict: bool
     timeout: float | None
     headers: Mapping[str, str] | None
@@ -90,6 +97,7 @@ def _shared(args: ExplainArgs) -> ExplainCall:
         resolution=args.get("resolution"),
         reconstruction=args.get("reconstruction", False),
         top_predictions=args.get("top_predictions"),
+        method_options={k: args[k] for k in METHOD_OPTIONS if args.get(k) is not None},
     )
     return ExplainCall(
         version=args.get("version", ""),

@@ -8,7 +8,7 @@ is the server's to check.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -16,6 +16,7 @@ import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
 
 from camserve._images import to_image_message
+from camserve._method_options import method_options_message
 from camserve.errors import InvalidArgument
 
 #: One class to explain by id or label, or several.
@@ -178,6 +179,7 @@ class ExplainOptions:
     target: explain_pb2.Target | None
     regions: tuple[explain_pb2.Region, ...]
     output: explain_pb2.OutputOptions
+    method_options: explain_pb2.MethodOptions | None = None
 
     @classmethod
     def build(
@@ -192,6 +194,7 @@ class ExplainOptions:
         resolution: str | None = None,
         reconstruction: bool = False,
         top_predictions: int | None = None,
+        method_options: Mapping[str, object] | None = None,
     ) -> ExplainOptions:
         """Validates the call's arguments; raises InvalidArgument naming the bad one."""
         return cls(
@@ -200,6 +203,7 @@ class ExplainOptions:
             target=target_message(target, top_k, "target"),
             regions=tuple(regions_messages(regions, "regions")),
             output=output_message(encoding, resolution, reconstruction, top_predictions),
+            method_options=method_options_message(method_options or {}),
         )
 
 
@@ -235,4 +239,6 @@ def build_request(
     )
     if options.target is not None:
         request.target.CopyFrom(options.target)
+    if options.method_options is not None:
+        request.options.CopyFrom(options.method_options)
     return request

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -258,6 +258,7 @@ class ModelInfo:
         max_pixels: Server limit on width x height of one image.
         max_response_bytes: Server limit on one response, bytes.
         versions: Server software versions (camserve, torch, ...).
+        method_costs: What each method costs in model passes, by name (empty from a server that sends none).
     """
 
     name: str
@@ -276,6 +277,44 @@ class ModelInfo:
     max_pixels: int
     max_response_bytes: int
     versions: Mapping[str, str]
+    method_costs: Mapping[str, MethodCost] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodCost:
+    """What one method costs per image beyond the prediction's forward (``ModelInfo.method_costs``).
+
+    Forward inputs: ``fixed_forwards + forwards * units``; backward passes per target: ``backwards * units``, where
+    ``units`` is the product of the ``per`` quantities (``"steps"``, ``"samples"``, a layer's ``"channels"``).
+
+    Attributes:
+        forwards: Forward inputs per unit.
+        backwards: Backward passes per unit and target.
+        per: What the passes scale with.
+        fixed_forwards: Forward inputs that do not scale.
+        bounds: The model's upper bound of each ``per`` quantity, and ``"passes"``: the most passes one request
+            may cost.
+    """
+
+    forwards: int
+    backwards: int
+    per: tuple[str, ...]
+    fixed_forwards: int
+    bounds: Mapping[str, int]
+
+    def passes(self, targets: int = 1, **units: int) -> int:
+        """Forward inputs plus backward passes for one image, e.g. ``cost.passes(steps=50)``.
+
+        Raises:
+            InvalidArgument: A ``per`` quantity is not given.
+        """
+        missing = [u for u in self.per if u not in units]
+        if missing:
+            raise InvalidArgument(f"give {', '.join(missing)} to count this method's passes", field=missing[0])
+        n = 1
+        for unit in self.per:
+            n *= int(units[unit])
+        return self.fixed_forwards + self.forwards * n + self.backwards * n * targets
 
 
 @dataclass(frozen=True)

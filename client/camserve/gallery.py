@@ -188,7 +188,10 @@ class _Page:
 
 
 def _caption(m: Map) -> str:
-    return f"{m.method} · {'x'.join(str(d) for d in m.shape)}"
+    text = f"{m.method} · {'x'.join(str(d) for d in m.shape)}"
+    if m.completeness_error is not None:  # Integrated Gradients: how far the map is from summing to the score gap
+        text += f" · completeness error {m.completeness_error:.3g}"
+    return text
 
 
 def _entry_html(entry: Entry, page: _Page, style: _Style) -> str:

@@ -9,10 +9,11 @@
 * :func:`panels` lays images side by side with titles; :func:`draw_boxes` outlines regions.
 
 How :func:`render_map` shows a map follows from its shape alone (:func:`display_kind`), never from its method's
-name: ``[H, W]`` maps (the CAM family, VAE area Grad-CAM) as overlays; ``[3, H, W]`` input gradients (saliency,
-guided backprop, deconvnet, guided Grad-CAM, VAE area saliency) as heat pictures of ``|g|`` by default, as Captum's
-``visualize_image_attr`` does, or as gradient images with ``gradients="gradient"``. Gradient displays scale by the
-99.5th percentile so a few extreme pixels do not wash out the rest. The HTML gallery is :mod:`camserve.gallery`.
+name: ``[H, W]`` maps (the CAM family, attention rollout and gradient-weighted attention on a ViT's patch grid, VAE
+area Grad-CAM) as overlays; ``[3, H, W]`` input gradients (saliency, guided backprop, deconvnet, guided Grad-CAM, VAE
+area saliency) as heat pictures of ``|g|`` by default, as Captum's ``visualize_image_attr`` does, or as gradient
+images with ``gradients="gradient"``. Gradient displays scale by the 99.5th percentile so a few extreme pixels do not
+wash out the rest. The HTML gallery is :mod:`camserve.gallery`.
 """
 
 from __future__ import annotations

@@ -32,13 +32,23 @@ from handlers.engine.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from handlers.engine.methods import Method, MethodContext, ModelFacts, available_methods, get_method, register_method
+from handlers.engine.methods import (
+    Cost,
+    Method,
+    MethodContext,
+    MethodParams,
+    ModelFacts,
+    available_methods,
+    get_method,
+    register_method,
+)
 
 __all__ = [
     "CUSTOM_TARGET",
     "LATENT_TOTAL",
     "Box",
     "CamserveError",
+    "Cost",
     "Explainer",
     "Explanation",
     "GradientReduction",
@@ -49,6 +59,7 @@ __all__ = [
     "Mask",
     "Method",
     "MethodContext",
+    "MethodParams",
     "ModelFacts",
     "NotFoundError",
     "Prediction",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
 
@@ -17,12 +17,15 @@ from handlers.engine._grid import GridLayout
 from handlers.engine.errors import InvalidArgumentError
 from handlers.engine.methods import GradientRule, Scope, get_method
 
+if TYPE_CHECKING:
+    from handlers.engine._passes import ModelPasses
+
 __all__ = ["BatchContext", "HeadWeights", "MapMethod"]
 
 #: Rows of the linear head's weight for each target of each image, ``[k, B, C]``, for a layer (raises if unusable).
 HeadWeights = Callable[[str], Tensor]
 
-_NO_LATENTS: Mapping[str, Tensor] = MappingProxyType({})
+_EMPTY: Mapping[str, Tensor] = MappingProxyType({})
 
 
 class MapMethod(Protocol):
@@ -55,6 +58,11 @@ class BatchContext:
         head: The linear head's weight rows per target (classifiers ending in GAP + one linear layer), else ``None``.
         latents: The explained latent dimensions (VAE ``latent_gradcam``), in request order.
         latent_grads: d (latent dimension) / d layer output, ``[L, *activation.shape]`` per layer.
+        passes: The model's own passes on new inputs (Integrated Gradients, SmoothGrad, Score-CAM), if any.
+        rows: The number of target rows ``k`` of this call.
+        attention: Self-attention weights ``[B, heads, N, N]`` by layer, in forward order (their gradients, when a
+            method needs them, are in ``layer_grads`` under the same names).
+        token_grid: How the attention's tokens read as a grid (set whenever ``attention`` is).
     """
 
     def __init__(
@@ -67,7 +75,11 @@ class BatchContext:
         *,
         head: HeadWeights | None = None,
         latents: tuple[int, ...] = (),
-        latent_grads: Mapping[str, Tensor] = _NO_LATENTS,
+        latent_grads: Mapping[str, Tensor] = _EMPTY,
+        passes: ModelPasses | None = None,
+        rows: int = 1,
+        attention: Mapping[str, Tensor] = _EMPTY,
+        token_grid: GridLayout | None = None,
     ) -> None:
         self._input_size = input_size
         self._activations = activations
@@ -77,12 +89,22 @@ class BatchContext:
         self._head = head
         self._latents = latents
         self._latent_grads = latent_grads
+        self._passes = passes
+        self._rows = rows
+        self._attention = attention
+        self._token_grid = token_grid
         self._results: dict[tuple[MapMethod, str], Tensor] = {}
+        self._reports: dict[str, dict[tuple[str, str], Tensor]] = {}
 
     @property
     def input_size(self) -> tuple[int, int]:
         """The input ``(H, W)``."""
         return self._input_size
+
+    @property
+    def rows(self) -> int:
+        """The number of target rows ``k`` of this call."""
+        return self._rows
 
     @property
     def latents(self) -> tuple[int, ...]:
@@ -105,6 +127,21 @@ class BatchContext:
         """d latent dimension / d layer output as a grid ``[L, B, C, h, w]``."""
         return self._layouts[layer].to_grid(self._latent_grads[layer]).float()
 
+    def attention(self) -> tuple[Tensor, ...]:
+        """Every self-attention layer's weights ``[B, heads, N, N]``, in forward order."""
+        return tuple(w.detach().float() for w in self._attention.values())
+
+    def attention_gradient(self) -> tuple[Tensor, ...]:
+        """d score / d each attention layer's weights ``[k, B, heads, N, N]``, in forward order."""
+        return tuple(self._layer_grads[name].float() for name in self._attention)
+
+    @property
+    def token_grid(self) -> GridLayout:
+        """How the attention's tokens read as a grid (leading class/register tokens, then the patch grid)."""
+        if self._token_grid is None:
+            raise InvalidArgumentError("this call recorded no attention layers", field="methods")
+        return self._token_grid
+
     def head_weights(self, layer: str) -> Tensor:
         """The linear head's weight rows for each target ``[k, B, C]``.
 
@@ -116,6 +153,25 @@ class BatchContext:
                 "this model has no linear head over globally average-pooled features", field="methods"
             )
         return self._head(layer)
+
+    @property
+    def passes(self) -> ModelPasses:
+        """The model's own passes on new inputs.
+
+        Raises:
+            InvalidArgumentError: This explainer runs no such passes (e.g. a VAE).
+        """
+        if self._passes is None:
+            raise InvalidArgumentError("this explainer does not run methods with passes of their own", field="methods")
+        return self._passes
+
+    def report(self, method: str, layer: str, name: str, values: Tensor) -> None:
+        """Attach a quality figure ``[k, B]`` (e.g. ``completeness_error``) to ``method``'s maps on ``layer``."""
+        self._reports.setdefault(name, {})[(method, layer)] = values.detach().float()
+
+    def reports(self, name: str) -> Mapping[tuple[str, str], Tensor]:
+        """Every figure called ``name`` reported in this call, by ``(method, layer)``, ``[k, B]`` each."""
+        return self._reports.get(name, {})
 
     def result(self, method: str, layer: str) -> Tensor:
         """A registered classifier method's result for this call (computed once, shared)."""

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 import torch
 from torch import Tensor, nn
 
+from handlers.engine._attention import attention_modules, capture_attention, token_grid
 from handlers.engine._context import BatchContext, HeadWeights
-from handlers.engine._grid import layouts_of
+from handlers.engine._grid import detect_layout, layouts_of
 from handlers.engine._hooks import capture_outputs
-from handlers.engine._layers import ProbeResult, probe, resolve_layers
+from handlers.engine._layers import ProbeResult, patch_size, probe, resolve_layers
+from handlers.engine._passes import ModelPasses
 from handlers.engine._result import Explanation, MapKey, Prediction
-from handlers.engine._runner import GradientRunner, gradient_rows, input_rules, plan_passes, run_passes
+from handlers.engine._runner import (
+    GradientRunner,
+    gradient_rows,
+    input_rules,
+    module_dtype,
+    plan_passes,
+    run_passes,
+)
 from handlers.engine._targets import (
     ResolvedTargets,
     TargetsArg,
@@ -24,11 +32,17 @@ from handlers.engine._targets import (
     resolve_targets,
 )
 from handlers.engine.errors import InvalidArgumentError
-from handlers.engine.methods import Method, ModelFacts, Need, available_methods, get_method
+from handlers.engine.methods import GradientRule, Method, MethodParams, ModelFacts, Need, available_methods, get_method
 
 __all__ = ["Explainer"]
 
 _OFF_PATH = "a requested layer does not influence the model output"
+#: SmoothGrad's needs and the ReLU rule of the noisy copies' backward pass that serves each.
+_SMOOTH_RULES: tuple[tuple[Need, GradientRule], ...] = (
+    ("smooth_input_grad", "plain"),
+    ("smooth_guided_grad", "guided"),
+)
+_ATTENTION: frozenset[Need] = frozenset({"attention", "attention_grad"})
 
 
 def _closure(methods: Sequence[Method]) -> list[Method]:
@@ -72,8 +86,12 @@ class Explainer(GradientRunner):
         model: The classifier; its output must be ``[B, classes]`` logits unless a callable target is used.
         layers: Default layer(s) for CAM-family methods by dotted module name; ``None`` = automatic choice.
         labels: Class names, by index (sequence) or id (mapping), used in :class:`Prediction`.
-        amp: Run the forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU); maps are float32.
+        amp: Run the forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU); maps are float32 (see
+            :class:`~handlers.engine._runner.GradientRunner` for where float32 is kept).
         input_size: ``(H, W)`` for the probe pass that lists candidate layers and picks the automatic one.
+        channels_last: Copy the images to the device as ``torch.channels_last`` (pair it with a channels-last model).
+        black: The model-input value of a black pixel per channel (``(0 - mean) / std`` for a normalised model),
+            the ``black`` baseline of Integrated Gradients; ``None`` = zeros.
 
     Raises:
         InvalidArgumentError: Bad arguments.
@@ -87,18 +105,29 @@ class Explainer(GradientRunner):
         labels: Sequence[str] | Mapping[int, str] | None = None,
         amp: bool = False,
         input_size: tuple[int, int] | None = None,
+        *,
+        channels_last: bool = False,
+        black: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, amp=amp, channels_last=channels_last)
         self._layers = self._parse_layers(layers) if layers is not None else None
         if self._layers is not None and not self._layers:
             raise InvalidArgumentError("layers is empty; pass None for the automatic choice", field="layers")
         self._labels = labels
-        self._amp = bool(amp)
         size = input_size if input_size is not None else (224, 224)
         if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
             raise InvalidArgumentError(f"input_size must be (H, W) positive ints, got {input_size!r}")
         self._input_size = (int(size[0]), int(size[1]))
         self._probe: ProbeResult | None = None
+        self._black = (
+            torch.zeros(self._in_channels) if black is None else torch.tensor(list(black), dtype=torch.float32)
+        )
+        if self._black.shape != (self._in_channels,) or not bool(torch.isfinite(self._black).all()):
+            raise InvalidArgumentError(
+                f"black must be {self._in_channels} finite numbers, got {black!r}", field="black"
+            )
+        self._patch = patch_size(model)
+        self._attention = attention_modules(model)
 
     # ----------------------------------------------------------------------------------------------- properties
     @property
@@ -122,6 +151,35 @@ class Explainer(GradientRunner):
         facts = self._facts()
         return tuple(name for name in available_methods() if get_method(name).applicable(facts))
 
+    def layer_channels(self, layers: Sequence[str]) -> dict[str, int]:
+        """The channel count of each named layer's grid at ``input_size`` (layers without a grid are left out).
+
+        One forward without a graph on zeros; the hooks keep only shapes, so any number of layers is cheap.
+        """
+        size = self._input_size
+        shapes: dict[str, tuple[int, ...]] = {}
+        handles = [
+            module.register_forward_hook(
+                lambda _m, _a, out, name=name: (
+                    shapes.__setitem__(name, tuple(out.shape[1:])) if isinstance(out, Tensor) else None
+                )
+            )
+            for name, module in resolve_layers(self._model, tuple(layers)).items()
+        ]
+        x = torch.zeros(1, self._in_channels, *size, device=self.device, dtype=module_dtype(self._model, torch.float32))
+        try:
+            with self._batch_scope(x, False) as fresh:
+                self._model(fresh)
+        finally:
+            for handle in handles:
+                handle.remove()
+        out: dict[str, int] = {}
+        for name, shape in shapes.items():
+            layout = detect_layout(shape, size)
+            if layout is not None:
+                out[name] = shape[0] if layout.kind == "nchw" else shape[-1]
+        return out
+
     # ----------------------------------------------------------------------------------------------- explain
     def explain(
         self,
@@ -131,6 +189,7 @@ class Explainer(GradientRunner):
         targets: TargetsArg = None,
         top_k: TopKArg = None,
         top_predictions: int = 5,
+        options: MethodParams | None = None,
     ) -> list[Explanation]:
         """Explain a batch: one :class:`Explanation` per image, in order.
 
@@ -143,6 +202,8 @@ class Explainer(GradientRunner):
                 int or a list of ints (ragged allowed); or a callable from the model output to ``[B]`` scores.
             top_k: Explain the top-k classes (an int, or one int per image); exclusive with ``targets``.
             top_predictions: How many top predictions to report per image.
+            options: Parameters of the methods that run passes of their own (Integrated Gradients, SmoothGrad,
+                Score-CAM); ``None`` = the defaults of :class:`~handlers.engine.MethodParams`.
 
         Raises:
             InvalidArgumentError: Invalid images, methods, targets, top_k, or a layer that cannot be used.
@@ -153,6 +214,9 @@ class Explainer(GradientRunner):
         chosen = self._check_methods(methods, get_method)
         if isinstance(top_predictions, bool) or not isinstance(top_predictions, int) or top_predictions < 0:
             raise InvalidArgumentError(f"top_predictions must be an int >= 0, got {top_predictions!r}")
+        params = MethodParams() if options is None else options
+        if not isinstance(params, MethodParams):
+            raise InvalidArgumentError(f"options must be MethodParams, got {type(params).__name__}", field="options")
         spec = parse_targets(targets, top_k, int(x.shape[0]))
         layer_scope = any(m.scope == "layer" for m in chosen)
         names = self._parse_layers(layers) if layers is not None else None
@@ -164,8 +228,16 @@ class Explainer(GradientRunner):
         for m in _closure(chosen):
             if "head_weights" in m.needs:
                 self._check_head(m, spec, use_layers)
+            if m.needs & _ATTENTION and not self._attention:
+                raise InvalidArgumentError(
+                    f"{m.name} needs a vision transformer whose blocks use nn.MultiheadAttention self-attention "
+                    "(e.g. torchvision's vit_b_16); this model has none",
+                    field="methods",
+                )
         return self._split_on_oom(
-            lambda part: self._run(x[part], chosen, use_layers, spec.slice(part.start, part.stop), top_predictions),
+            lambda part: self._run(
+                x[part], chosen, use_layers, spec.slice(part.start, part.stop), top_predictions, params
+            ),
             int(x.shape[0]),
             "batch",
         )
@@ -178,7 +250,11 @@ class Explainer(GradientRunner):
 
     def _facts(self) -> ModelFacts:
         result = self._probed()
-        return ModelFacts(gap_linear_layers=result.gap_linear_layers, default_layers=self.default_layers)
+        return ModelFacts(
+            gap_linear_layers=result.gap_linear_layers,
+            default_layers=self.default_layers,
+            attention_layers=tuple(self._attention),
+        )
 
     def _check_head(self, method: Method, spec: TargetSpec, layers: tuple[str, ...]) -> None:
         """A method that reads the head's weights needs class targets and layers that feed the head through GAP."""
@@ -193,35 +269,41 @@ class Explainer(GradientRunner):
                 field="methods",
             )
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
-        if not self._amp:
-            return contextlib.nullcontext()
-        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        return torch.autocast(device_type=device.type, dtype=dtype)
-
     def _run(
-        self, images: Tensor, methods: list[Method], layers: tuple[str, ...], spec: TargetSpec, top_predictions: int
+        self,
+        images: Tensor,
+        methods: list[Method],
+        layers: tuple[str, ...],
+        spec: TargetSpec,
+        top_predictions: int,
+        params: MethodParams,
     ) -> list[Explanation]:
         """One batch: forward with hooks, the needed backward passes, the methods, the per-image results."""
         everything = _closure(methods)
         needs: set[Need] = set().union(*(m.needs for m in everything)) if everything else set()
         rules = input_rules(needs)
-        grad_enabled = "layer_grad" in needs or bool(rules)
+        grad_enabled = "layer_grad" in needs or "attention_grad" in needs or bool(rules)
         modules = resolve_layers(self._model, layers) if "activation" in needs or "layer_grad" in needs else {}
         input_hw = (int(images.shape[2]), int(images.shape[3]))
         with self._batch_scope(images, grad_enabled) as x:
             if rules:
                 x.requires_grad_(True)
-            with capture_outputs(modules, as_leaf=True) as captured, self._autocast(x.device):
+            with (
+                capture_outputs(modules, as_leaf=True) as captured,
+                capture_attention(self._attention if needs & _ATTENTION else {}) as attention,
+                self._autocast(),
+            ):
                 output = self._model(x)
             if not isinstance(output, Tensor):
                 raise InvalidArgumentError(
                     f"model returned {type(output).__name__}; the explainer needs a tensor of logits"
                 )
-            layouts = layouts_of(modules, captured, input_hw, not_run="was not called during the forward pass")
+            layouts = layouts_of(
+                modules, captured, input_hw, not_run="was not called during the forward pass", patch=self._patch
+            )
             targets = resolve_targets(spec, output, differentiate=grad_enabled)
             layer_grads, input_grads = run_passes(
-                plan_passes(x, captured, layers, needs),
+                plan_passes(x, captured, layers, needs, attention),
                 targets.output.grad_fn,
                 lambda inputs, retain: gradient_rows(targets.output, inputs, targets.seeds, retain, _OFF_PATH),
             )
@@ -229,10 +311,39 @@ class Explainer(GradientRunner):
                 head = None
                 if "head_weights" in needs:
                     head = _head_weights(self._head(), self._probed().gap_linear_layers, targets)
-                ctx = BatchContext(input_hw, captured, layouts, layer_grads, input_grads, head=head)
+                passes = self._passes(x, targets, spec, params, needs) if "passes" in needs else None
+                grid = token_grid(attention, input_hw, self._patch)
+                ctx = BatchContext(
+                    input_hw,
+                    captured,
+                    layouts,
+                    layer_grads,
+                    input_grads,
+                    head=head,
+                    passes=passes,
+                    rows=int(targets.seeds.shape[0]),
+                    attention=attention,
+                    token_grid=grid,
+                )
                 results = ctx.maps(methods, layers)
                 predictions = self._predictions(output.detach().float(), top_predictions)
-        return self._assemble(results, targets, predictions, input_hw)
+        return self._assemble(results, targets, predictions, input_hw, ctx.reports("completeness_error"))
+
+    def _passes(
+        self, x: Tensor, targets: ResolvedTargets, spec: TargetSpec, params: MethodParams, needs: set[Need]
+    ) -> ModelPasses:
+        smooth: list[GradientRule] = [r for n, r in _SMOOTH_RULES if n in needs]
+        return ModelPasses(
+            self._model,
+            x,
+            targets,
+            spec.fn,
+            params,
+            self._split_on_oom,
+            self._autocast,
+            self._black,
+            smooth,
+        )
 
     def _head(self) -> nn.Linear | None:
         name = self._probed().head
@@ -266,13 +377,20 @@ class Explainer(GradientRunner):
         targets: ResolvedTargets,
         predictions: list[tuple[Prediction, ...]],
         input_hw: tuple[int, int],
+        completeness: Mapping[tuple[str, str], Tensor],
     ) -> list[Explanation]:
         out: list[Explanation] = []
-        for i, ids in enumerate(targets.per_image):
+        errors = {key: values.tolist() for key, values in completeness.items()}
+        for i, ids in enumerate(targets.per_image()):
             maps = {
                 MapKey(method, layer, target): r[j, i]
                 for (method, layer), r in results.items()
                 for j, target in enumerate(ids)
             }
-            out.append(Explanation(predictions[i], ids, MappingProxyType(maps), input_hw))
+            complete = {
+                MapKey(method, layer, target): float(rows[j][i])
+                for (method, layer), rows in errors.items()
+                for j, target in enumerate(ids)
+            }
+            out.append(Explanation(predictions[i], ids, MappingProxyType(maps), input_hw, MappingProxyType(complete)))
         return out

@@ -21,7 +21,7 @@ from handlers.engine._grid import detect_layout
 from handlers.engine._hooks import capture_outputs, frozen_eval
 from handlers.engine.errors import InvalidArgumentError, NotFoundError
 
-__all__ = ["ProbeResult", "input_channels", "probe", "resolve_layers"]
+__all__ = ["ProbeResult", "input_channels", "patch_size", "probe", "resolve_layers"]
 
 _POOLING = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 
@@ -52,6 +52,23 @@ def input_channels(model: nn.Module) -> int:
         if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)):
             return int(m.in_channels)
     return 3
+
+
+def patch_size(model: nn.Module) -> tuple[int, int] | None:
+    """The patch size of a patch-embedding model (ViT, Swin, ...), else ``None``.
+
+    That is the kernel of the model's first 2-D convolution when it cuts the input into non-overlapping patches:
+    kernel == stride > 1, no padding, no dilation (torchvision ``VisionTransformer.conv_proj``, Swin's first
+    ``features`` conv). A CNN's strided stem overlaps or pads, so it has none.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            kernel, stride, padding = tuple(m.kernel_size), tuple(m.stride), m.padding
+            no_pad = padding == "valid" or (not isinstance(padding, str) and all(p == 0 for p in padding))
+            if kernel == stride and min(kernel) > 1 and no_pad and tuple(m.dilation) == (1, 1):
+                return (int(kernel[0]), int(kernel[1]))
+            return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,7 @@ def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
         InvalidArgumentError: The model has no layer with a spatial output at this input size.
     """
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    patch = patch_size(model)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, input_channels(model), *input_size, generator=generator).to(device)
     names = {name: m for name, m in model.named_modules() if name}
@@ -131,7 +149,7 @@ def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
             t = captured.get(name)
             if t is None or not t.is_floating_point():
                 continue
-            layout = detect_layout(tuple(t.shape[1:]), input_size)
+            layout = detect_layout(tuple(t.shape[1:]), input_size, patch)
             if layout is not None and layout.height * layout.width > 1:
                 grids[name] = t
                 sizes[name] = (layout.height, layout.width)
@@ -147,7 +165,7 @@ def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
         grads = torch.autograd.grad(score, [grids[n] for n in differentiable], allow_unused=True)
         alive: set[str] = set()
         for name, g in zip(differentiable, grads, strict=True):
-            layout = detect_layout(tuple(g.shape[1:]), input_size) if g is not None else None
+            layout = detect_layout(tuple(g.shape[1:]), input_size, patch) if g is not None else None
             if g is not None and layout is not None and bool(layout.to_grid(g).abs().amax() > 0):
                 alive.add(name)
         automatic = next((n for n in reversed(list(grids)) if n in alive and not isinstance(names[n], _POOLING)), None)
@@ -162,7 +180,7 @@ def probe(model: nn.Module, input_size: tuple[int, int]) -> ProbeResult:
             if isinstance(names[head], nn.Linear) and head_input is not None:
                 with torch.no_grad():
                     for name, t in grids.items():
-                        layout = detect_layout(tuple(t.shape[1:]), input_size)
+                        layout = detect_layout(tuple(t.shape[1:]), input_size, patch)
                         if layout is not None and _is_gap_of(layout.to_grid(t), head_input):
                             gap.add(name)
     return ProbeResult(tuple(grids), sizes, automatic, head, frozenset(gap))

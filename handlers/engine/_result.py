@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 import torch
@@ -53,12 +54,15 @@ class Explanation:
         maps: Float32 maps on the model's device at native resolution: ``[h, w]`` for CAM-family maps (the layer's
             grid), ``[3, H, W]`` for input gradients (saliency, guided backprop, deconvnet) and guided Grad-CAM.
         input_size: The model input ``(H, W)`` the maps refer to.
+        completeness_errors: For Integrated Gradients maps: ``|sum attr - (Y(x) - Y(baseline))| / |Y(x) -
+            Y(baseline)|``, by the map's key (no entry for other methods).
     """
 
     predictions: tuple[Prediction, ...]
     targets: tuple[int, ...]
     maps: Mapping[MapKey, Tensor]
     input_size: tuple[int, int]
+    completeness_errors: Mapping[MapKey, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def key(self, method: str, layer: str | None = None, target: int | None = None) -> MapKey:
         """Resolve a possibly partial address to the one matching :class:`MapKey`.

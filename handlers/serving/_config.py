@@ -34,6 +34,12 @@ class Limits:
         max_pixels: Width x height of one image (checked from the header, before decoding).
         max_response_bytes: Upper bound for one encoded response; keep it below TorchServe's
             ``max_response_size`` (the worker is killed above that).
+        max_steps: Largest Integrated Gradients ``options.steps``.
+        max_samples: Largest SmoothGrad ``options.samples``.
+        max_channels: Largest channel count of a layer Score-CAM may explain (one forward per channel).
+        max_passes: The time budget of one request, in model passes: forward inputs plus backward passes over all
+            its images, methods, layers and targets, as the methods declare them (prediction forwards not
+            counted). A request over it is refused before any work starts.
     """
 
     max_images: int = 16
@@ -42,6 +48,10 @@ class Limits:
     max_image_bytes: int = 8_388_608
     max_pixels: int = 40_000_000
     max_response_bytes: int = 6_000_000
+    max_steps: int = 256
+    max_samples: int = 64
+    max_channels: int = 2048
+    max_passes: int = 4096
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,10 @@ class ServingConfig:
         default_methods: Methods used when a request names none; empty means the engine's applicable methods.
         default_layers: Layers used when a request names none; empty means the engine's automatic choice.
         limits: Per-request limits.
-        amp: Run the engine under autocast (GPU only).
+        amp: Run the model's forward under autocast: float16 on a GPU, bfloat16 on the CPU (slower than float32 on
+            CPUs without native bfloat16, so off by default; see ``handlers/serving/README.md``).
+        channels_last: Keep the model's weights and the images in ``torch.channels_last`` (NHWC): faster convolutions
+            on GPUs with tensor cores (notably under ``amp``); measured on this CPU in ``benchmarks/RESULTS.md``.
     """
 
     kind: Kind
@@ -76,6 +89,7 @@ class ServingConfig:
     default_layers: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     amp: bool = False
+    channels_last: bool = False
 
 
 _KEYS: Final = frozenset(
@@ -92,6 +106,7 @@ _KEYS: Final = frozenset(
         "default_layers",
         "limits",
         "amp",
+        "channels_last",
     }
 )
 _LIMIT_KEYS: Final = frozenset(Limits.__dataclass_fields__)
@@ -195,9 +210,10 @@ def parse_config(model_yaml_config: Mapping[str, Any] | None) -> ServingConfig:
             raise _fail("labels", "must be a non-empty list of strings or null")
         labels = tuple(labels_raw)
 
-    amp = raw.get("amp", False)
-    if not isinstance(amp, bool):
-        raise _fail("amp", f"must be true or false, got {amp!r}")
+    amp, channels_last = (raw.get(key, False) for key in ("amp", "channels_last"))
+    for key, value in (("amp", amp), ("channels_last", channels_last)):
+        if not isinstance(value, bool):
+            raise _fail(key, f"must be true or false, got {value!r}")
 
     return ServingConfig(
         kind=kind,
@@ -212,4 +228,5 @@ def parse_config(model_yaml_config: Mapping[str, Any] | None) -> ServingConfig:
         default_layers=_names(raw.get("default_layers"), "default_layers"),
         limits=_limits(raw.get("limits")),
         amp=amp,
+        channels_last=channels_last,
     )

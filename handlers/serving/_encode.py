@@ -151,7 +151,10 @@ def encode_response(
             result.predictions.add(class_id=p.class_id, label=p.label or "", score=p.score, logit=p.logit)
         for key, values in ordered_maps(parsed, outcome):
             encoded = _encode_map(values, parsed, caps, parsed.output.encoding)
-            result.maps.add(method=key.method, layer=key.layer, target=int(key.target), data=_tensor_message(encoded))
+            entry = result.maps.add(method=key.method, layer=key.layer, target=int(key.target))
+            entry.data.CopyFrom(_tensor_message(encoded))
+            if key in outcome.completeness_errors:
+                entry.completeness_error = outcome.completeness_errors[key]
         reconstruction = reconstruction_of(outcome)
         if parsed.output.include_reconstruction and reconstruction is not None:
             result.reconstruction.CopyFrom(_tensor_message(encode_array(reconstruction, parsed.output.encoding)))
@@ -195,7 +198,24 @@ def model_info(caps: Capabilities) -> explain_pb2.ModelInfo:
         max_image_bytes=caps.limits.max_image_bytes,
         max_pixels=caps.limits.max_pixels,
         max_response_bytes=caps.limits.max_response_bytes,
+        method_info=[_method_info(name, caps) for name in caps.methods if name in caps.method_costs],
     )
+
+
+def _method_info(name: str, caps: Capabilities) -> explain_pb2.MethodInfo:
+    """A method's declared cost and this model's bounds of what it scales with."""
+    cost, limits = caps.method_costs[name], caps.limits
+    bounds = {"steps": limits.max_steps, "samples": limits.max_samples, "channels": limits.max_channels}
+    info = explain_pb2.MethodInfo(
+        name=name,
+        forwards=cost.forwards,
+        backwards=cost.backwards,
+        per=list(cost.per),
+        fixed_forwards=cost.fixed_forwards,
+    )
+    info.bounds.update({unit: bounds[unit] for unit in cost.per})
+    info.bounds["passes"] = limits.max_passes
+    return info
 
 
 def model_info_json(caps: Capabilities, *, model_name: str) -> bytes:

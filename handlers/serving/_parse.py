@@ -23,6 +23,7 @@ from handlers.preprocess import Preprocessor
 from handlers.serving._errors import to_camserve_error
 from handlers.serving._images import PixelDType, decode_image, pixels_to_tensor
 from handlers.serving._maps import EncodingName
+from handlers.serving._options import parse_options
 from handlers.serving._types import (
     DEFAULT_TOP_PREDICTIONS,
     Capabilities,
@@ -102,6 +103,7 @@ def parse_message(msg: explain_pb2.ExplainRequest, caps: Capabilities, pre: Prep
     methods = _methods(msg.methods, caps)
     layers = _layers(msg.layers, caps) if any(m in caps.layer_methods for m in methods) else ()
     output = _output(msg.output if msg.HasField("output") else None, caps)
+    options = parse_options(msg.options if msg.HasField("options") else None, limits)
     default_target = _target(msg.target if msg.HasField("target") else None, caps, "target")
     default_regions = _regions(msg.regions, caps, "regions")
     images: list[ImageInput | ImageFailure] = []
@@ -111,7 +113,7 @@ def parse_message(msg: explain_pb2.ExplainRequest, caps: Capabilities, pre: Prep
             images.append(_image(i, image, caps, pre, default_target, default_regions))
         except Exception as exc:  # typed errors as they are; anything else is a logged, generic INTERNAL
             images.append(ImageFailure(i, image_id, to_camserve_error(exc)))
-    return ParsedRequest(request_id, False, methods, layers, output, tuple(images))
+    return ParsedRequest(request_id, False, methods, layers, output, tuple(images), options)
 
 
 def _short_text(value: str, name: str) -> str:

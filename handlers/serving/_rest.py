@@ -24,6 +24,7 @@ from handlers.engine.errors import InternalError, InvalidArgumentError
 from handlers.serving._encode import error_message, ordered_maps, reconstruction_of
 from handlers.serving._errors import http_status
 from handlers.serving._maps import encode_array
+from handlers.serving._rest_options import OPTION_FIELDS, options_from_form
 from handlers.serving._types import ImageFailure, ParsedRequest, Timing
 
 __all__ = ["JSON_VALUES_LIMIT", "REST_PARAMETERS", "encode_json", "error_json", "request_from_rest"]
@@ -31,7 +32,7 @@ __all__ = ["JSON_VALUES_LIMIT", "REST_PARAMETERS", "encode_json", "error_json", 
 #: Maps with at most this many values also appear as nested lists in the REST JSON answer (e.g. a 7x7 Grad-CAM).
 JSON_VALUES_LIMIT: Final = 1024
 #: Options a REST raw-image call may carry as multipart form fields (TorchServe 0.12 drops query strings).
-REST_PARAMETERS: Final = ("methods", "layers", "top_k", "regions")
+REST_PARAMETERS: Final = ("methods", "layers", "top_k", "regions", *OPTION_FIELDS)
 
 
 def request_from_rest(body: bytes, params: Mapping[str, str]) -> explain_pb2.ExplainRequest:
@@ -40,7 +41,8 @@ def request_from_rest(body: bytes, params: Mapping[str, str]) -> explain_pb2.Exp
     A plain body (``curl -T cat.jpg URL``) uses the model's defaults. Options need a multipart form, whose other
     fields TorchServe passes on as item keys (it drops query strings): ``curl -F data=@cat.jpg -F
     methods=gradcam,saliency -F top_k=3 URL``. Accepted fields (comma-separated lists): ``methods``, ``layers``,
-    ``top_k``, and ``regions=x0,y0,x1,y1;x0,y0,x1,y1`` (VAE boxes).
+    ``top_k``, ``regions=x0,y0,x1,y1;x0,y0,x1,y1`` (VAE boxes), and the method options ``steps``, ``rule``,
+    ``baseline``, ``samples``, ``noise``, ``seed`` (as in ``MethodOptions``).
 
     Raises:
         InvalidArgumentError: Unknown parameters or malformed values.
@@ -74,6 +76,9 @@ def request_from_rest(body: bytes, params: Mapping[str, str]) -> explain_pb2.Exp
                 f"a region is x0,y0,x1,y1 (integers), got {text!r}", field=f"regions[{i}]"
             ) from exc
         msg.regions.add(box=explain_pb2.Box(x0=x0, y0=y0, x1=x1, y1=y1))
+    options = options_from_form(params)
+    if options is not None:
+        msg.options.CopyFrom(options)
     return msg
 
 
@@ -89,7 +94,9 @@ def _json_values(array: np.ndarray) -> Any:
     return np.vectorize(_json_number, otypes=[float])(array).tolist()
 
 
-def _json_map(method: str, layer: str, target: int, values: torch.Tensor) -> dict[str, Any]:
+def _json_map(
+    method: str, layer: str, target: int, values: torch.Tensor, completeness: float | None = None
+) -> dict[str, Any]:
     as_png = encode_array(values, "PNG")
     entry: dict[str, Any] = {
         "method": method,
@@ -99,6 +106,8 @@ def _json_map(method: str, layer: str, target: int, values: torch.Tensor) -> dic
         "min": _json_number(as_png.value_min),
         "max": _json_number(as_png.value_max),
     }
+    if completeness is not None:
+        entry["completeness_error"] = _json_number(completeness)
     if math.prod(as_png.shape) <= JSON_VALUES_LIMIT:
         entry["values"] = _json_values(values.detach().to("cpu", torch.float32).numpy())
     entry["png"] = base64.b64encode(as_png.data).decode()
@@ -129,7 +138,8 @@ def encode_json(
 
     Maps are at native resolution. Each has ``png`` (base64 PNG, linearly quantised from ``min`` to ``max``; grey
     for 2-D maps, RGB for 3-channel input gradients) and, when it has at most 1024 values (CAM grids such as 7x7 or
-    8x8), ``values`` as nested lists with 4 significant digits. VAE answers add ``"region"`` indices as ``target``.
+    8x8), ``values`` as nested lists with 4 significant digits; Integrated Gradients maps add ``completeness_error``.
+    VAE answers add ``"region"`` indices as ``target``.
     Errors: ``{"error": {"code": ..., "message": ..., "field": ...}}`` with HTTP status 400 / 404 / 413 / 500 / 503.
     """
     [image] = parsed.images
@@ -139,7 +149,10 @@ def encode_json(
     if isinstance(outcome, BaseException):
         return error_json(outcome)
     g = image.geometry
-    maps = [_json_map(key.method, key.layer, int(key.target), values) for key, values in ordered_maps(parsed, outcome)]
+    maps = [
+        _json_map(key.method, key.layer, int(key.target), values, outcome.completeness_errors.get(key))
+        for key, values in ordered_maps(parsed, outcome)
+    ]
     encode_ms = timing.encode_ms if encode_start is None else (time.perf_counter() - encode_start) * 1000.0
     body: dict[str, Any] = {
         "model": model_name,

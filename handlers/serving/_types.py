@@ -13,6 +13,7 @@ from typing import Final, Literal
 
 import torch
 
+from handlers.engine import Cost, MethodParams
 from handlers.engine.errors import CamserveError
 from handlers.preprocess import Geometry
 from handlers.serving._config import Kind, Limits
@@ -70,6 +71,8 @@ class Capabilities:
         num_classes: Number of model outputs (classifiers; 0 for a VAE).
         input_size: Model input ``(H, W)``; also the VAE's reconstruction size.
         limits: Per-request limits.
+        method_costs: What each method declares it costs in model passes (empty: nothing beyond the prediction).
+        layer_channels: Channels of each layer's grid (for the cost of methods that scale with them).
     """
 
     kind: Kind
@@ -84,6 +87,8 @@ class Capabilities:
     num_classes: int
     input_size: tuple[int, int]
     limits: Limits
+    method_costs: Mapping[str, Cost] = field(default_factory=dict)
+    layer_channels: Mapping[str, int] = field(default_factory=dict)
     label_ids: Mapping[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -160,6 +165,7 @@ class ParsedRequest:
     layers: tuple[str, ...]
     output: OutputSpec
     images: tuple[ImageInput | ImageFailure, ...]
+    options: MethodParams = field(default_factory=MethodParams)
 
     @property
     def valid_images(self) -> tuple[ImageInput, ...]:

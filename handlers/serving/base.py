@@ -40,6 +40,7 @@ from handlers.engine.errors import (
     ResourceExhaustedError,
 )
 from handlers.preprocess import Preprocessor
+from handlers.serving._budget import check_work_budget
 from handlers.serving._config import ServingConfig, parse_config
 from handlers.serving._encode import describe_response, encode_response, error_response, model_info_json
 from handlers.serving._errors import serving_error, to_camserve_error
@@ -141,6 +142,10 @@ class ExplainHandler(ABC, Generic[EngineT]):
     def initialize(self, context: Any) -> None:
         """Reads the model config, picks the device, builds the model and the engine (once per worker).
 
+        The device is ``cuda:<gpu_id>`` when TorchServe assigned the worker a GPU (``system_properties["gpu_id"]``)
+        and CUDA is usable, else the CPU (:func:`~handlers.serving.select_device`). With ``channels_last`` the model's
+        weights are converted to NHWC here, once.
+
         Raises:
             CamserveError: A bad ``camserve`` config section, weights file or engine setup; TorchServe then reports
                 the model as failed to load, with this message in the worker log.
@@ -154,6 +159,8 @@ class ExplainHandler(ABC, Generic[EngineT]):
         device = select_device(properties.get("gpu_id"))
         model, labels = self.build_model(config, Path(properties.get("model_dir") or "."))
         model = model.to(device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         preprocessor = Preprocessor(config.input_size, config.resize, config.mean, config.std)
         caps = self.load_engine(model, labels, config, device)
         manifest = getattr(context, "manifest", None) or {}
@@ -262,6 +269,7 @@ class ExplainHandler(ABC, Generic[EngineT]):
                 parsed = dataclasses.replace(parsed, output=output)
             if not parsed.describe:
                 check_response_size(parsed, self.loaded.caps, as_json=reply == "json")
+                check_work_budget(parsed, self.loaded.caps)
             return Prepared(index, reply, parsed, None, request_id, _ms_since(start))
         except Exception as exc:
             return Prepared(index, reply, None, to_camserve_error(exc), request_id, _ms_since(start))

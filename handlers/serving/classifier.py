@@ -8,11 +8,11 @@ from typing import Final
 import torch
 from torch import nn
 
-from handlers.engine import Explainer, Explanation
+from handlers.engine import Explainer, Explanation, MethodParams, get_method
 from handlers.engine.errors import InvalidArgumentError
 from handlers.serving._config import ServingConfig
 from handlers.serving._facts import default_methods, layer_grids, measure_method_shapes
-from handlers.serving._types import Capabilities, ImageInput, ParsedRequest
+from handlers.serving._types import Capabilities, ImageInput, MethodShape, ParsedRequest
 from handlers.serving.base import ExplainHandler
 
 __all__ = ["ClassifierHandler"]
@@ -36,6 +36,8 @@ class ClassifierHandler(ExplainHandler[Explainer]):
             labels=list(labels) if labels is not None else None,
             amp=config.amp,
             input_size=config.input_size,
+            channels_last=config.channels_last,
+            black=[-m / s for m, s in zip(config.mean, config.std, strict=True)],
         )
         methods = explainer.methods
         defaults = default_methods(config.default_methods, methods, FALLBACK_DEFAULT_METHODS)
@@ -53,9 +55,18 @@ class ClassifierHandler(ExplainHandler[Explainer]):
             raise InvalidArgumentError(
                 f"{len(labels)} labels for a model with {num_classes} outputs", field="camserve.labels"
             )
-        # One dry run on zeros: the shape of every method's map (and a warm-up of the whole path).
-        [dry] = explainer.explain(zeros, methods=methods, layers=default_layers[:1], top_predictions=1)
+        # One dry run on zeros: the shape of every method's map (and a warm-up of the whole path), with the fewest
+        # steps and samples; methods that run one forward per channel are sized from their scope instead.
+        per_channel = [m for m in methods if "channels" in get_method(m).cost.per]
+        dry_methods = [m for m in methods if m not in per_channel]
+        cheap = MethodParams(steps=2, samples=1, rule="riemann_trapezoid")
+        [dry] = explainer.explain(
+            zeros, methods=dry_methods, layers=default_layers[:1], top_predictions=1, options=cheap
+        )
         method_shapes, layer_methods = measure_method_shapes(dry.maps, default_layers[0], grids)
+        for name in per_channel:
+            method_shapes[name] = MethodShape(grid=get_method(name).scope == "layer", fixed=(3, *config.input_size))
+        layer_methods |= {m for m in per_channel if get_method(m).scope == "layer"}
         self._explainer = explainer
         return Capabilities(
             kind="classifier",
@@ -70,22 +81,28 @@ class ClassifierHandler(ExplainHandler[Explainer]):
             num_classes=num_classes,
             input_size=config.input_size,
             limits=config.limits,
+            method_costs={m: get_method(m).cost for m in methods},
+            layer_channels=explainer.layer_channels(tuple(grids)),
         )
 
     def group_key(self, parsed: ParsedRequest, image: ImageInput) -> Hashable:
-        """Same methods, layers and prediction count, and the same kind of target (top-k or class ids)."""
+        """Same methods, layers, prediction count and method options, and the same kind of target (top-k or ids)."""
         kind = "top_k" if image.target.class_ids is None else "classes"
-        return (parsed.methods, parsed.layers, parsed.output.top_predictions, kind)
+        return (parsed.methods, parsed.layers, parsed.output.top_predictions, kind, parsed.options)
 
     def explain_group(self, parsed: ParsedRequest, images: Sequence[ImageInput]) -> list[Explanation]:
         """One engine call for the group, with each image's own targets."""
-        batch = torch.stack([image.pixels for image in images]).to(self.loaded.device)
+        batch = torch.stack([image.pixels for image in images])  # the engine copies it to the device (pinned)
         layers = parsed.layers or None
         top = parsed.output.top_predictions
         if images[0].target.class_ids is None:
             top_k = [int(im.target.top_k or 1) for im in images]
-            results = self.explainer.explain(batch, parsed.methods, layers, top_k=top_k, top_predictions=top)
+            results = self.explainer.explain(
+                batch, parsed.methods, layers, top_k=top_k, top_predictions=top, options=parsed.options
+            )
         else:
             targets: list[int | list[int]] = [list(im.target.class_ids or ()) for im in images]
-            results = self.explainer.explain(batch, parsed.methods, layers, targets=targets, top_predictions=top)
+            results = self.explainer.explain(
+                batch, parsed.methods, layers, targets=targets, top_predictions=top, options=parsed.options
+            )
         return results

@@ -216,3 +216,29 @@ def test_gallery_draws_gradients_as_asked(tmp_path: Path) -> None:
                                          gradients=gradients)  # fmt: skip
             np.testing.assert_array_equal(np.asarray(im.convert("RGB")), np.asarray(expected))
         assert ("Gradient images" in text) == (gradients == "gradient")
+
+
+def test_attention_maps_at_the_input_are_overlays_in_the_input_column(tmp_path: Path) -> None:
+    """Attention rollout gives one [h, w] patch-grid map for the whole model (layer ""): an overlay, like a CAM."""
+    rng = np.random.default_rng(1)
+    maps = [
+        camserve.Map("attention_rollout", "", 3, rng.random((4, 4)).astype(np.float32)),
+        camserve.Map("gradient_attention", "", 3, rng.random((4, 4)).astype(np.float32)),
+        camserve.Map("eigencam", "encoder.layers.encoder_layer_1.ln_1", 3, rng.random((4, 4)).astype(np.float32)),
+    ]
+    for m in maps:
+        assert render.display_kind(m) == "overlay"
+        assert render.render_map(np.zeros((16, 16, 3), np.uint8), m).size == (16, 16)
+    index = gallery.write([gallery.Entry("vit.png", np.zeros((16, 16, 3), np.uint8), result(maps))], tmp_path)
+    images, text = check_page(index)
+    assert len(images) == 1 + 1 + 3  # colorbar; original; three maps
+    for needle in (
+        "attention_rollout",
+        "gradient_attention",
+        "eigencam",
+        "input",
+        "encoder.layers.encoder_layer_1.ln_1",
+    ):
+        assert needle in text, needle
+    names = {p.name for p in (tmp_path / "gallery" / "000_vit").iterdir()}
+    assert {"attention_rollout_input_t3.png", "gradient_attention_input_t3.png"} <= names

@@ -30,14 +30,12 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam, LayerGradCam, Saliency
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
 from handlers.engine import Explainer, Explanation
-from handlers.engine import minmax as normalise
 
-TOL = 1e-4
+from .pgc_helpers import CAM_REFS, compare_maps, module, pgc_maps
+
 BATCH = 4
 
 
@@ -70,12 +68,7 @@ CASES = {
     "densenet121": Case("densenet121", 64, ("features",), lambda m: _DenseNetModuleRelu(copy.deepcopy(m))),
     "mobilenet_v3_small": Case("mobilenet_v3_small", 96, ("features",)),
 }
-CAM_REFS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}
-METHODS = ("saliency", "guided_backprop", "deconvnet", "gradcam", "gradcam++", "xgradcam", "layercam", "guided_gradcam")
-
-
-def _module(model: nn.Module, name: str) -> nn.Module:
-    return dict(model.named_modules())[name]
+METHODS = ("saliency", "guided_backprop", "deconvnet", "guided_gradcam", *CAM_REFS)
 
 
 @dataclass
@@ -84,40 +77,6 @@ class Run:
     ours: list[Explanation]
     targets: list[list[int]]
     refs: dict[tuple[str, str], np.ndarray]  # (method, layer) -> [k, B, ...]
-
-
-def _pgc_maps(
-    model: nn.Module, names: tuple[str, ...], x: Tensor, rows: list[list[int]]
-) -> dict[tuple[str, str], np.ndarray]:
-    """pytorch-grad-cam's per-layer CAMs at native resolution: its own activation/gradient capture (one forward and
-    backward per target row, shared by the four methods as they only differ in ``get_cam_image``), then each
-    method's ``get_cam_image`` and the ReLU that ``compute_cam_per_layer`` applies before its cv2 resize."""
-    layers = [_module(model, n) for n in names]
-    out: dict[tuple[str, str], list[np.ndarray]] = {}
-    capture = GradCAM(model=model, target_layers=layers)
-    cams = {}
-    for method, cls in CAM_REFS.items():
-        cams[method] = cls(model=model, target_layers=layers)
-        cams[method].activations_and_grads.release()  # only its get_cam_image is used
-    try:
-        for row in rows:
-            targets = [ClassifierOutputTarget(c) for c in row]
-            outputs = capture.activations_and_grads(x)
-            model.zero_grad()
-            sum(t(o) for t, o in zip(targets, outputs, strict=True)).backward()
-            for n, layer, a, g in zip(
-                names,
-                layers,
-                capture.activations_and_grads.activations,
-                capture.activations_and_grads.gradients,
-                strict=True,
-            ):
-                for method, cam in cams.items():
-                    m = cam.get_cam_image(x, layer, targets, a.numpy(), g.numpy(), False)
-                    out.setdefault((method, n), []).append(np.maximum(m, 0))
-    finally:
-        capture.activations_and_grads.release()
-    return {k: np.stack(v) for k, v in out.items()}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -142,38 +101,23 @@ def run(request: pytest.FixtureRequest) -> Run:
         kw = {"abs": False} if name == "saliency" else {}
         refs[(name, "")] = np.stack([algo.attribute(x.clone(), target=row, **kw).detach().numpy() for row in rows])
     for layer in case.layers:
-        lgc = LayerGradCam(cap, _module(cap, layer))
+        lgc = LayerGradCam(cap, module(cap, layer))
         refs[("captum_gradcam", layer)] = np.stack(
             [lgc.attribute(x.clone(), target=row, relu_attributions=True)[:, 0].detach().numpy() for row in rows]
         )
-        ggc = GuidedGradCam(cap, _module(cap, layer))
+        ggc = GuidedGradCam(cap, module(cap, layer))
         refs[("guided_gradcam", layer)] = np.stack(
             [ggc.attribute(x.clone(), target=row, interpolate_mode="bilinear").detach().numpy() for row in rows]
         )
     pgc_model = case.reference_copy(model).eval()  # it calls .backward(): give it its own trainable copy
     for p in pgc_model.parameters():
         p.requires_grad_(True)
-    refs.update(_pgc_maps(pgc_model, case.layers, x, rows))
+    refs.update(pgc_maps(pgc_model, case.layers, x, rows))
     return Run(case, ours, targets, refs)
 
 
 def _compare(run: Run, method: str, layer: str, ref_key: tuple[str, str]) -> None:
-    ref = run.refs[ref_key]
-    degenerate = total = 0
-    for i, res in enumerate(run.ours):
-        assert res.targets == tuple(run.targets[i])
-        for j, target in enumerate(run.targets[i]):
-            mine = res.map(method, layer, target)
-            theirs = torch.from_numpy(np.ascontiguousarray(ref[j, i])).float()
-            assert mine.shape == theirs.shape, (method, layer, mine.shape, theirs.shape)
-            assert mine.dtype == torch.float32
-            total += 1
-            if float(theirs.max() - theirs.min()) == 0:
-                degenerate += 1
-            diff = (normalise(mine) - normalise(theirs)).abs().max().item()
-            assert diff < TOL, f"{run.case.arch} {method} {layer} image {i} target {target}: max diff {diff:.2e}"
-    # A comparison of constant maps proves nothing: most maps must have structure.
-    assert degenerate * 2 < total, f"{degenerate} of {total} reference maps are constant for {method} {layer}"
+    compare_maps(run.case.arch, run.ours, run.targets, run.refs[ref_key], method, layer)
 
 
 @pytest.mark.parametrize("method", ["saliency", "guided_backprop", "deconvnet"])

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from torch import Tensor
 
+from handlers.engine._grid import GridLayout
 from handlers.engine.errors import InvalidArgumentError
+from handlers.engine.methods._params import Cost
+
+if TYPE_CHECKING:
+    from handlers.engine._passes import ModelPasses
 
 __all__ = [
     "GradientRule",
@@ -33,8 +38,24 @@ M = TypeVar("M")
 #: Quantities a method can ask for. ``activation``: the layer output as a grid; ``layer_grad``: d score / d layer
 #: output (the shared CAM backward); ``input_grad``/``guided_grad``/``deconv_grad``: d score / d input under the
 #: normal, guided-backprop or deconvnet ReLU rule; ``head_weights``: the linear head's weight rows per target (only
-#: on layers that reach the logits through global average pooling + that head, and only for class targets).
-Need = Literal["activation", "layer_grad", "input_grad", "guided_grad", "deconv_grad", "head_weights"]
+#: on layers that reach the logits through global average pooling + that head, and only for class targets);
+#: ``passes``: the method runs the model on inputs of its own (``MethodContext.passes``); ``smooth_input_grad`` /
+#: ``smooth_guided_grad``: SmoothGrad's noisy copies, one forward shared by both ReLU rules.
+#: ``attention``: every self-attention layer's weights (vision transformers built from ``nn.MultiheadAttention``);
+#: ``attention_grad``: d score / d those weights (in the shared plain backward pass).
+Need = Literal[
+    "activation",
+    "layer_grad",
+    "input_grad",
+    "guided_grad",
+    "deconv_grad",
+    "head_weights",
+    "passes",
+    "smooth_input_grad",
+    "smooth_guided_grad",
+    "attention",
+    "attention_grad",
+]
 #: ``layer`` methods give one map per requested layer; ``input`` methods one map at the input (layer ``""``).
 Scope = Literal["layer", "input"]
 GradientRule = Literal["plain", "guided", "deconv"]
@@ -47,10 +68,12 @@ class ModelFacts:
     Attributes:
         gap_linear_layers: Layers whose output feeds the logits through global average pooling + one linear layer.
         default_layers: The layers used when a call gives none.
+        attention_layers: The self-attention layers (``nn.MultiheadAttention``) that attention methods read.
     """
 
     gap_linear_layers: frozenset[str]
     default_layers: tuple[str, ...]
+    attention_layers: tuple[str, ...] = ()
 
 
 class MethodContext(Protocol):
@@ -59,6 +82,11 @@ class MethodContext(Protocol):
     @property
     def input_size(self) -> tuple[int, int]:
         """The input ``(H, W)``."""
+        ...
+
+    @property
+    def rows(self) -> int:
+        """The number of target rows ``k`` (a target-independent method repeats its map ``k`` times)."""
         ...
 
     def activation(self, layer: str) -> Tensor:
@@ -77,8 +105,30 @@ class MethodContext(Protocol):
         """Rows of the linear head's weight for each target ``[k, B, C]`` (GAP + linear models only)."""
         ...
 
+    def attention(self) -> tuple[Tensor, ...]:
+        """Every self-attention layer's weights ``[B, heads, N, N]``, in forward order."""
+        ...
+
+    def attention_gradient(self) -> tuple[Tensor, ...]:
+        """d score / d each attention layer's weights ``[k, B, heads, N, N]``, in forward order."""
+        ...
+
+    @property
+    def token_grid(self) -> GridLayout:
+        """How the attention's ``N`` tokens read as a grid: leading (class/register) tokens, then ``h x w`` patches."""
+        ...
+
     def result(self, method: str, layer: str) -> Tensor:
         """Another method's result for the same call (computed once, shared), e.g. guided Grad-CAM's parts."""
+        ...
+
+    @property
+    def passes(self) -> ModelPasses:
+        """The model's own passes on new inputs (methods that need ``passes``)."""
+        ...
+
+    def report(self, method: str, layer: str, name: str, values: Tensor) -> None:
+        """Attach a per-map quality figure ``[k, B]`` (e.g. ``completeness_error``) to ``method``'s maps."""
         ...
 
 
@@ -90,6 +140,8 @@ class Method(ABC):
     needs: ClassVar[frozenset[Need]] = frozenset()
     #: Methods whose results :meth:`compute` reads through ``ctx.result`` (their needs are added to this one's).
     depends_on: ClassVar[tuple[str, ...]] = ()
+    #: Model passes beyond the prediction's forward, as ``describe`` states them (see :class:`Cost`).
+    cost: ClassVar[Cost] = Cost()
 
     def applicable(self, facts: ModelFacts) -> bool:
         """Whether the method can run on this model at all (e.g. CAM needs a GAP + linear head)."""

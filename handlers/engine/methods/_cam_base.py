@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from handlers.engine.methods._base import Method, MethodContext, Need, Scope
+from handlers.engine.methods._params import Cost
 
 __all__ = ["WeightedCam"]
 
@@ -18,6 +19,7 @@ class WeightedCam(Method):
 
     scope: ClassVar[Scope] = "layer"
     needs: ClassVar[frozenset[Need]] = frozenset({"activation", "layer_grad"})
+    cost: ClassVar[Cost] = Cost(backwards=1)  # shared by every CAM method, layer and saliency of the call
 
     @abstractmethod
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from handlers.engine.methods._base import Method, MethodContext, Need, Scope
+from handlers.engine.methods._params import Cost
 
 __all__ = ["Deconvnet"]
 
@@ -17,6 +18,7 @@ class Deconvnet(Method):
     name = "deconvnet"
     scope: ClassVar[Scope] = "input"
     needs: ClassVar[frozenset[Need]] = frozenset({"deconv_grad"})
+    cost: ClassVar[Cost] = Cost(backwards=1)
 
     def compute(self, ctx: MethodContext, layer: str) -> Tensor:
         return ctx.input_gradient("deconv")

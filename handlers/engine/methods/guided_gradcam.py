@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from handlers.engine.methods._base import Method, MethodContext, Scope
+from handlers.engine.methods._params import Cost
 
 __all__ = ["GuidedGradCam"]
 
@@ -18,6 +19,7 @@ class GuidedGradCam(Method):
     name = "guided_gradcam"
     scope: ClassVar[Scope] = "layer"
     depends_on = ("gradcam", "guided_backprop")
+    cost: ClassVar[Cost] = Cost(backwards=2)  # the plain and the guided pass, shared with its parts
 
     def compute(self, ctx: MethodContext, layer: str) -> Tensor:
         cam = ctx.result("gradcam", layer)

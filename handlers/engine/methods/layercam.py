@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from handlers.engine.methods._base import Method, MethodContext, Need, Scope
+from handlers.engine.methods._params import Cost
 
 __all__ = ["LayerCam"]
 
@@ -18,6 +19,7 @@ class LayerCam(Method):
     name = "layercam"
     scope: ClassVar[Scope] = "layer"
     needs: ClassVar[frozenset[Need]] = frozenset({"activation", "layer_grad"})
+    cost: ClassVar[Cost] = Cost(backwards=1)  # the shared CAM backward pass
 
     def compute(self, ctx: MethodContext, layer: str) -> Tensor:
         a = ctx.activation(layer)

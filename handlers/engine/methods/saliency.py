@@ -10,6 +10,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from handlers.engine.methods._base import Method, MethodContext, Need, Scope
+from handlers.engine.methods._params import Cost
 
 __all__ = ["Saliency"]
 
@@ -20,6 +21,7 @@ class Saliency(Method):
     name = "saliency"
     scope: ClassVar[Scope] = "input"
     needs: ClassVar[frozenset[Need]] = frozenset({"input_grad"})
+    cost: ClassVar[Cost] = Cost(backwards=1)
 
     def compute(self, ctx: MethodContext, layer: str) -> Tensor:
         return ctx.input_gradient("plain")

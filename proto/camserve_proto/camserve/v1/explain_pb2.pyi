@@ -112,7 +112,7 @@ class OutputOptions(_message.Message):
     def __init__(self, encoding: _Optional[_Union[Encoding, str]] = ..., resolution: _Optional[_Union[Resolution, str]] = ..., include_reconstruction: _Optional[bool] = ..., top_predictions: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("images", "methods", "layers", "target", "regions", "output", "request_id", "describe")
+    __slots__ = ("images", "methods", "layers", "target", "regions", "output", "request_id", "describe", "options")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class ExplainRequest(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIBE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     methods: _containers.RepeatedScalarFieldContainer[str]
     layers: _containers.RepeatedScalarFieldContainer[str]
@@ -129,7 +130,24 @@ class ExplainRequest(_message.Message):
     output: OutputOptions
     request_id: str
     describe: bool
-    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., describe: _Optional[bool] = ...) -> None: ...
+    options: MethodOptions
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., describe: _Optional[bool] = ..., options: _Optional[_Union[MethodOptions, _Mapping]] = ...) -> None: ...
+
+class MethodOptions(_message.Message):
+    __slots__ = ("steps", "rule", "baseline", "samples", "noise", "seed")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    steps: int
+    rule: str
+    baseline: str
+    samples: int
+    noise: float
+    seed: int
+    def __init__(self, steps: _Optional[int] = ..., rule: _Optional[str] = ..., baseline: _Optional[str] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "field")
@@ -154,16 +172,18 @@ class Prediction(_message.Message):
     def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., logit: _Optional[float] = ...) -> None: ...
 
 class Map(_message.Message):
-    __slots__ = ("method", "layer", "target", "data")
+    __slots__ = ("method", "layer", "target", "data", "completeness_error")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    COMPLETENESS_ERROR_FIELD_NUMBER: _ClassVar[int]
     method: str
     layer: str
     target: int
     data: Tensor
-    def __init__(self, method: _Optional[str] = ..., layer: _Optional[str] = ..., target: _Optional[int] = ..., data: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    completeness_error: float
+    def __init__(self, method: _Optional[str] = ..., layer: _Optional[str] = ..., target: _Optional[int] = ..., data: _Optional[_Union[Tensor, _Mapping]] = ..., completeness_error: _Optional[float] = ...) -> None: ...
 
 class Geometry(_message.Message):
     __slots__ = ("original_width", "original_height", "crop", "input_width", "input_height")
@@ -196,7 +216,7 @@ class ImageResult(_message.Message):
     def __init__(self, id: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., reconstruction: _Optional[_Union[Tensor, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("kind", "methods", "default_methods", "layers", "default_layers", "labels", "input_width", "input_height", "max_images", "max_top_k", "max_regions", "max_image_bytes", "max_pixels", "max_response_bytes")
+    __slots__ = ("kind", "methods", "default_methods", "layers", "default_layers", "labels", "input_width", "input_height", "max_images", "max_top_k", "max_regions", "max_image_bytes", "max_pixels", "max_response_bytes", "method_info")
     KIND_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_METHODS_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +231,7 @@ class ModelInfo(_message.Message):
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_RESPONSE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    METHOD_INFO_FIELD_NUMBER: _ClassVar[int]
     kind: str
     methods: _containers.RepeatedScalarFieldContainer[str]
     default_methods: _containers.RepeatedScalarFieldContainer[str]
@@ -225,7 +246,31 @@ class ModelInfo(_message.Message):
     max_image_bytes: int
     max_pixels: int
     max_response_bytes: int
-    def __init__(self, kind: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., default_methods: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[str]] = ..., default_layers: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[str]] = ..., input_width: _Optional[int] = ..., input_height: _Optional[int] = ..., max_images: _Optional[int] = ..., max_top_k: _Optional[int] = ..., max_regions: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_response_bytes: _Optional[int] = ...) -> None: ...
+    method_info: _containers.RepeatedCompositeFieldContainer[MethodInfo]
+    def __init__(self, kind: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., default_methods: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[str]] = ..., default_layers: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[str]] = ..., input_width: _Optional[int] = ..., input_height: _Optional[int] = ..., max_images: _Optional[int] = ..., max_top_k: _Optional[int] = ..., max_regions: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_response_bytes: _Optional[int] = ..., method_info: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ...) -> None: ...
+
+class MethodInfo(_message.Message):
+    __slots__ = ("name", "forwards", "backwards", "per", "fixed_forwards", "bounds")
+    class BoundsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORWARDS_FIELD_NUMBER: _ClassVar[int]
+    BACKWARDS_FIELD_NUMBER: _ClassVar[int]
+    PER_FIELD_NUMBER: _ClassVar[int]
+    FIXED_FORWARDS_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    forwards: int
+    backwards: int
+    per: _containers.RepeatedScalarFieldContainer[str]
+    fixed_forwards: int
+    bounds: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., forwards: _Optional[int] = ..., backwards: _Optional[int] = ..., per: _Optional[_Iterable[str]] = ..., fixed_forwards: _Optional[int] = ..., bounds: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("decode_ms", "explain_ms", "encode_ms", "batch_size")
