@@ -77,6 +77,7 @@ def build_archives(models: Sequence[BenchModel], out: Path, *, overrides: Mappin
     if "minWorkers" in overrides or "maxWorkers" in overrides:
         workers = overrides.get("minWorkers", overrides.get("maxWorkers", 1))
         overrides["minWorkers"] = overrides["maxWorkers"] = workers
+    out.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
     for model in models:
         weights: Path | None = None

@@ -93,8 +93,9 @@ def summarise(level: Level) -> dict[str, object]:
         values = level.torchserve.get(name) or []
         out[f"ts_{name}_ms"] = statistics.median(values) if values else None
     out["ts_batches"] = len(level.torchserve.get("PredictionTime") or [])
-    for role, seconds in level.cpu.items():
-        out[f"cpu_{role}_ms"] = seconds * 1000.0 / len(lat) if lat else None
+    for role, value in level.cpu.items():  # CPU seconds by role; page faults under "worker_faults"
+        scale = 1.0 if role == "worker_faults" else 1000.0
+        out[role if role == "worker_faults" else f"cpu_{role}_ms"] = value * scale / len(lat) if lat else None
     return out
 
 
@@ -178,14 +179,16 @@ def breakdown_table(summaries: Sequence[Mapping[str, object]], markdown: bool = 
 
 
 def cpu_table(summaries: Sequence[Mapping[str, object]], roles: Sequence[str], markdown: bool = False) -> str:
-    """CPU milliseconds per request by process role (the client, the gateway, TorchServe's frontend, workers)."""
-    header = ["model", "contestant", "path", "c", *(f"{r} ms" for r in roles), "total ms"]
+    """CPU milliseconds per request by process role (the client, the gateway, TorchServe's frontend, workers) and the
+    workers' page faults per request."""
+    header = ["model", "contestant", "path", "c", *(f"{r} ms" for r in roles), "total ms", "worker faults"]
     rows = []
     for s in summaries:
         values = [_float(s.get(f"cpu_{r}_ms")) for r in roles]
         if all(v is None for v in values):
             continue
         total = sum(v for v in values if v is not None)
+        faults = _cell(_float(s.get("worker_faults")), 0)
         rows.append([str(s["model"]), str(s["contestant"]), str(s["path"]), str(s["concurrency"]),
-                     *(_cell(v, 2) for v in values), _cell(total, 2)])  # fmt: skip
+                     *(_cell(v, 2) for v in values), _cell(total, 2), faults])  # fmt: skip
     return _lay_out(header, rows, markdown)

@@ -43,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _service_archives import MODELS, BenchModel, build_archives  # beside this file
-from _service_cpu import ROLES, CpuSampler
+from _service_cpu import FAULTS, ROLES, CpuSampler
 from _service_load import (
     Outcome,
     camserve_request,
@@ -153,7 +153,7 @@ def measure_model(
                 before = cpu.sample()
                 level = _level(model, c, concurrency, c.send(concurrency, per_round_requests, per_round_seconds))
                 after = cpu.sample()
-                level.cpu = {role: after[role] - before[role] for role in ROLES}
+                level.cpu = {role: after[role] - before[role] for role in (*ROLES, FAULTS)}
                 time.sleep(SETTLE_S)  # TorchServe's metrics logger writes the level's last lines
                 level.torchserve = tail.read()
                 key = (c.key, c.path)

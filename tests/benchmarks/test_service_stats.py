@@ -81,9 +81,9 @@ def test_breakdown_subtracts_queue_and_worker_time() -> None:
 
 def test_cpu_table_per_request() -> None:
     level = _level("a", "gateway", 8, 4, 1.0)
-    level.cpu = {"client": 0.004, "gateway": 0.002}
+    level.cpu = {"client": 0.004, "gateway": 0.002, "worker_faults": 10.0}
     row = cpu_table([summarise(level)], ("client", "gateway")).splitlines()[1].split()
-    assert row[4:] == ["1.00", "0.50", "1.50"]
+    assert row[4:] == ["1.00", "0.50", "1.50", "2"]  # 10 faults over 4 requests: 2.5, shown rounded
     assert cpu_table([summarise(_level("a", "direct", 8, 4, 1.0))], ("client",)).count("\n") == 0  # header only
 
 
