@@ -58,6 +58,7 @@ from _service_report import checks, machine_line, server_timing
 from _service_stats import Level, breakdown_table, cpu_table, ratio_table, summarise
 
 from deploy import serverctl
+from deploy._tuning import server_env
 
 SETTLE_S = 0.3
 BUNDLE = ("gradcam", "gradcam++", "saliency", "guided_backprop")
@@ -213,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
         help="only these rows: a b c d e vae-1 vae-16 (default: all)",
     )
     p.add_argument("--paths", nargs="+", choices=("direct", "gateway"), default=["direct", "gateway"])
-    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the server's workers")
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the workers (default: deploy's, 1)")
     p.add_argument("--workers", type=int, default=None, help="workers per model (both handlers)")
     p.add_argument("--batch-size", type=int, default=None, help="batchSize of every archive")
     p.add_argument("--batch-delay", type=int, default=None, help="maxBatchDelay (ms) of every archive")
@@ -261,10 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shutil.copytree(server.log_dir, args.keep_logs, dirs_exist_ok=True)
     load_after = os.getloadavg()
     summaries = [summarise(level) for level in levels]
-    other_env = {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"}
+    served = server_env(os.environ, env)  # what the workers ran with, the tuned defaults included
+    other_env = {k: v for k, v in env.items() if k not in ("OMP_NUM_THREADS", "GLIBC_TUNABLES")}
     header = (
         f"service_bench {started}; {machine_line()}; load average {load_before[0]:.2f} before, "
-        f"{load_after[0]:.2f} after; device {args.device}; threads {env.get('OMP_NUM_THREADS', 'default')}; "
+        f"{load_after[0]:.2f} after; device {args.device}; threads per worker "
+        f"{served.get('OMP_NUM_THREADS', 'torch default')}; GLIBC_TUNABLES {served.get('GLIBC_TUNABLES', 'unset')}; "
         f"model overrides {model_overrides or 'none'}; env {other_env or 'none'}"
     )
     tables = [

@@ -30,6 +30,7 @@ from deploy._config import (
     render_config,
 )
 from deploy._process import pid_alive, stop_group, tail
+from deploy._tuning import server_env
 from deploy.gateway import GatewayConfig
 
 DEFAULT_RUN_DIR = ROOT / ".run"
@@ -197,7 +198,7 @@ class Server:
             overrides: Config keys to set (ports, limits).
             timeout: Seconds to wait for readiness before stopping the server and failing.
             template: The configuration template.
-            extra_env: Environment variables for the server (added to this process's environment).
+            extra_env: Environment variables for the server (over this process's and :mod:`deploy._tuning`'s).
             gateway: Put :mod:`deploy.gateway` in front of TorchServe's gRPC (False only to measure TorchServe alone).
 
         Raises:
@@ -247,7 +248,7 @@ class Server:
             "--ts-config", str(run_dir / CONFIG_FILE),
             "--models", *(f"{n}={n}.mar" for n in names),
         ]  # fmt: skip
-        env = {**os.environ, **(extra_env or {})}
+        env = server_env(os.environ, extra_env)
         # TorchServe's launcher keeps its pid file in the temp dir and the JVM extracts archives there.
         env["TMPDIR"] = env["TEMP"] = str(run_dir / "tmp")
         started = time.monotonic()
