@@ -73,7 +73,7 @@ def test_overrides_change_only_that_build(tmp_path: Path) -> None:
     assert config["maxBatchDelay"] == 50
     assert config["camserve"]["amp"] is True
     assert config["camserve"]["model"] == "shapes-classifier"  # merged, not replaced
-    assert archive.load_config("shapes-classifier")["maxBatchDelay"] == 25
+    assert archive.load_config("shapes-classifier")["maxBatchDelay"] == 5
 
 
 @pytest.mark.parametrize(
