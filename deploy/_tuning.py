@@ -7,9 +7,11 @@ side by side"):
 
 - ``OMP_NUM_THREADS=1``: one intra-op thread per worker; TorchServe scales with workers (processes), so cores are
   used by setting ``minWorkers`` per model, not threads per worker. With torch's default (one thread per core) in
-  every worker, the workers' OpenMP pools fought over the cores: the demo classifier's plain TorchServe prediction
-  at concurrency 8 ran at 33 req/s instead of 322 req/s with one thread, camserve's + gradcam at 35 instead of
-  314, and first calls took 320 ms instead of 48 ms. On a machine with many cores per worker, raise it there.
+  every worker, the workers' OpenMP pools fought over the cores (with the frontend, the gateway and each other).
+  Back to back on the demo classifier: plain TorchServe prediction at concurrency 8 ran at 78 req/s with torch's
+  default and 452 req/s with one thread, camserve's prediction + gradcam at 76 and 443; at concurrency 1 a gradcam
+  took 174 ms (p50) instead of 10.6 ms, the slow served explanations the service benchmark was written to find.
+  Two workers of one thread measured no faster than one (429 req/s). With many cores per worker, raise it there.
 - ``GLIBC_TUNABLES`` with a fixed 32 MiB mmap threshold (glibc's maximum for the tunable) and a 1 GiB trim
   threshold: glibc otherwise serves large tensors with mmap and returns freed heap to the kernel, and every batch
   faults the same memory back in. A ResNet-50 batch-8 worker took 3,200-8,000 page faults per request with the

@@ -72,7 +72,7 @@ _GENERATED_WORKERS: Mapping[str, int] = {
     "minWorkers": 1,
     "maxWorkers": 1,
     "batchSize": 8,
-    "maxBatchDelay": 25,
+    "maxBatchDelay": 5,  # ms; measured against 25 in the committed configs' comments
     "responseTimeout": 120,
 }
 _GENERATED_METHODS = ("gradcam", "gradcam++", "saliency", "guided_backprop")
