@@ -25,7 +25,7 @@ MAX_GRADCAM_BYTES = 2048
 
 
 def machine_line() -> str:
-    """nproc, CPU model, RAM and Python/platform: the machine a table was measured on."""
+    """nproc, CPU model, RAM, platform and the torch / TorchServe versions: the machine a table was measured on."""
     cpu = "unknown CPU"
     ram = "unknown RAM"
     try:
@@ -39,7 +39,15 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs ({cpu}), {ram}, {platform.system()} {platform.machine()}"
+    from importlib import metadata
+
+    versions = []
+    for package in ("torch", "torchserve"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} not installed")
+    return f"{os.cpu_count()} CPUs ({cpu}), {ram}, {platform.system()} {platform.machine()}, {', '.join(versions)}"
 
 
 def server_timing(payload: bytes) -> dict[str, float] | None:

@@ -286,9 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     if args.markdown is not None:
         with args.markdown.open("a", encoding="utf-8") as md:
-            md.write(f"\n{header}\n\n{ratio_table(summaries, NAMES, markdown=True)}\n\n"
-                     f"{breakdown_table(summaries, markdown=True)}\n\n{cpu_table(summaries, ROLES, markdown=True)}\n\n"
-                     f"{tables[3]}\n\n{tables[4]}\n")  # fmt: skip
+            md.write(f"\n{header}\n\n{ratio_table(summaries, NAMES, markdown=True)}\n\n{tables[1].splitlines()[0]}\n\n"
+                     f"{breakdown_table(summaries, markdown=True)}\n\n{tables[2].splitlines()[0]}\n\n"
+                     f"{cpu_table(summaries, ROLES, markdown=True)}\n\n"
+                     f"{tables[3]}\n\n```\n{tables[4]}\n```\n")  # fmt: skip
     return 0
 
 
