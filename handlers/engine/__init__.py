@@ -5,10 +5,21 @@
 >>> result.map("gradcam")            # [h, w] at the layer's resolution
 """
 
+from handlers.engine._consistency import TRANSFORMS, ConsistencySpec, Transform
 from handlers.engine._explainer import Explainer
+from handlers.engine._features import FEATURE_RANKS, FeatureMapSpec, FeatureRank
 from handlers.engine._grid import GridLayout, detect_layout
 from handlers.engine._reduce import GradientReduction, reduce_gradient
-from handlers.engine._result import CUSTOM_TARGET, Explanation, MapKey, Prediction, minmax
+from handlers.engine._result import (
+    CUSTOM_TARGET,
+    NO_TARGET,
+    Agreement,
+    Explanation,
+    FeatureMap,
+    MapKey,
+    Prediction,
+    minmax,
+)
 from handlers.engine._vae import (
     LATENT_TOTAL,
     Box,
@@ -36,11 +47,19 @@ from handlers.engine.methods import Method, MethodContext, ModelFacts, available
 
 __all__ = [
     "CUSTOM_TARGET",
+    "FEATURE_RANKS",
     "LATENT_TOTAL",
+    "NO_TARGET",
+    "TRANSFORMS",
+    "Agreement",
     "Box",
     "CamserveError",
+    "ConsistencySpec",
     "Explainer",
     "Explanation",
+    "FeatureMap",
+    "FeatureMapSpec",
+    "FeatureRank",
     "GradientReduction",
     "GridLayout",
     "InternalError",
@@ -55,6 +74,7 @@ __all__ = [
     "Region",
     "RegionsArg",
     "ResourceExhaustedError",
+    "Transform",
     "UnavailableError",
     "VAEExplainer",
     "VAEExplanation",

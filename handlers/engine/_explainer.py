@@ -9,11 +9,13 @@ from types import MappingProxyType
 import torch
 from torch import Tensor, nn
 
+from handlers.engine._consistency import ConsistencySpec, check_consistency
 from handlers.engine._context import BatchContext, HeadWeights
+from handlers.engine._features import FeatureMapSpec, select_feature_maps
 from handlers.engine._grid import layouts_of
 from handlers.engine._hooks import capture_outputs
 from handlers.engine._layers import ProbeResult, probe, resolve_layers
-from handlers.engine._result import Explanation, MapKey, Prediction
+from handlers.engine._result import Explanation, FeatureMap, MapKey, Prediction
 from handlers.engine._runner import GradientRunner, gradient_rows, input_rules, plan_passes, run_passes
 from handlers.engine._targets import (
     ResolvedTargets,
@@ -131,6 +133,9 @@ class Explainer(GradientRunner):
         targets: TargetsArg = None,
         top_k: TopKArg = None,
         top_predictions: int = 5,
+        *,
+        feature_maps: FeatureMapSpec | None = None,
+        consistency: ConsistencySpec | None = None,
     ) -> list[Explanation]:
         """Explain a batch: one :class:`Explanation` per image, in order.
 
@@ -143,6 +148,10 @@ class Explainer(GradientRunner):
                 int or a list of ints (ragged allowed); or a callable from the model output to ``[B]`` scores.
             top_k: Explain the top-k classes (an int, or one int per image); exclusive with ``targets``.
             top_predictions: How many top predictions to report per image.
+            feature_maps: Also return the top channels of layers (:attr:`Explanation.feature_maps`), from the same
+                forward pass; its layers default to ``layers`` (or :attr:`default_layers`).
+            consistency: Also explain transformed copies of every image (flipped, shifted, rotated) for the same
+                targets and report how well each map agrees once mapped back (:attr:`Explanation.consistency`).
 
         Raises:
             InvalidArgumentError: Invalid images, methods, targets, top_k, or a layer that cannot be used.
@@ -164,10 +173,26 @@ class Explainer(GradientRunner):
         for m in _closure(chosen):
             if "head_weights" in m.needs:
                 self._check_head(m, spec, use_layers)
-        return self._split_on_oom(
-            lambda part: self._run(x[part], chosen, use_layers, spec.slice(part.start, part.stop), top_predictions),
+        features = self._feature_request(feature_maps, names)
+        if consistency is not None and not isinstance(consistency, ConsistencySpec):
+            raise InvalidArgumentError("consistency must be a ConsistencySpec or None", field="consistency")
+        results = self._split_on_oom(
+            lambda part: self._run(
+                x[part], chosen, use_layers, spec.slice(part.start, part.stop), top_predictions, features
+            ),
             int(x.shape[0]),
             "batch",
+        )
+        if consistency is None or not chosen:
+            return results
+        fn = spec.fn
+        return check_consistency(
+            lambda xt, targets: self.explain(
+                xt, [m.name for m in chosen], use_layers or None, targets=fn or targets, top_predictions=0
+            ),
+            x,
+            results,
+            consistency,
         )
 
     # ----------------------------------------------------------------------------------------------- internals
@@ -193,6 +218,20 @@ class Explainer(GradientRunner):
                 field="methods",
             )
 
+    def _feature_request(
+        self, spec: FeatureMapSpec | None, call_layers: tuple[str, ...] | None
+    ) -> tuple[FeatureMapSpec, tuple[str, ...]] | None:
+        """The feature-map request with its resolved layers, or ``None``."""
+        if spec is None:
+            return None
+        if not isinstance(spec, FeatureMapSpec):
+            raise InvalidArgumentError("feature_maps must be a FeatureMapSpec or None", field="feature_maps")
+        if spec.layers is not None:
+            layers = self._parse_layers(spec.layers)
+        else:
+            layers = call_layers if call_layers else self.default_layers
+        return spec, layers
+
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
         if not self._amp:
             return contextlib.nullcontext()
@@ -200,14 +239,26 @@ class Explainer(GradientRunner):
         return torch.autocast(device_type=device.type, dtype=dtype)
 
     def _run(
-        self, images: Tensor, methods: list[Method], layers: tuple[str, ...], spec: TargetSpec, top_predictions: int
+        self,
+        images: Tensor,
+        methods: list[Method],
+        layers: tuple[str, ...],
+        spec: TargetSpec,
+        top_predictions: int,
+        features: tuple[FeatureMapSpec, tuple[str, ...]] | None = None,
     ) -> list[Explanation]:
         """One batch: forward with hooks, the needed backward passes, the methods, the per-image results."""
         everything = _closure(methods)
         needs: set[Need] = set().union(*(m.needs for m in everything)) if everything else set()
         rules = input_rules(needs)
+        map_layers = layers if "activation" in needs or "layer_grad" in needs else ()
+        feature_layers = features[1] if features is not None else ()
+        graded = features is not None and features[0].needs_gradient
+        grad_layers = tuple(dict.fromkeys((*layers, *feature_layers))) if graded else layers
+        if graded:
+            needs.add("layer_grad")
         grad_enabled = "layer_grad" in needs or bool(rules)
-        modules = resolve_layers(self._model, layers) if "activation" in needs or "layer_grad" in needs else {}
+        modules = resolve_layers(self._model, tuple(dict.fromkeys((*map_layers, *feature_layers))))
         input_hw = (int(images.shape[2]), int(images.shape[3]))
         with self._batch_scope(images, grad_enabled) as x:
             if rules:
@@ -221,7 +272,7 @@ class Explainer(GradientRunner):
             layouts = layouts_of(modules, captured, input_hw, not_run="was not called during the forward pass")
             targets = resolve_targets(spec, output, differentiate=grad_enabled)
             layer_grads, input_grads = run_passes(
-                plan_passes(x, captured, layers, needs),
+                plan_passes(x, captured, grad_layers, needs),
                 targets.output.grad_fn,
                 lambda inputs, retain: gradient_rows(targets.output, inputs, targets.seeds, retain, _OFF_PATH),
             )
@@ -232,7 +283,16 @@ class Explainer(GradientRunner):
                 ctx = BatchContext(input_hw, captured, layouts, layer_grads, input_grads, head=head)
                 results = ctx.maps(methods, layers)
                 predictions = self._predictions(output.detach().float(), top_predictions)
-        return self._assemble(results, targets, predictions, input_hw)
+                chosen_features: list[tuple[FeatureMap, ...]] = [() for _ in targets.per_image]
+                if features is not None:
+                    chosen_features = select_feature_maps(
+                        features[0],
+                        feature_layers,
+                        {n: ctx.activation(n) for n in feature_layers},
+                        {n: ctx.layer_gradient(n) for n in feature_layers} if graded else {},
+                        targets.per_image,
+                    )
+        return self._assemble(results, targets, predictions, input_hw, chosen_features)
 
     def _head(self) -> nn.Linear | None:
         name = self._probed().head
@@ -266,6 +326,7 @@ class Explainer(GradientRunner):
         targets: ResolvedTargets,
         predictions: list[tuple[Prediction, ...]],
         input_hw: tuple[int, int],
+        features: list[tuple[FeatureMap, ...]],
     ) -> list[Explanation]:
         out: list[Explanation] = []
         for i, ids in enumerate(targets.per_image):
@@ -274,5 +335,5 @@ class Explainer(GradientRunner):
                 for (method, layer), r in results.items()
                 for j, target in enumerate(ids)
             }
-            out.append(Explanation(predictions[i], ids, MappingProxyType(maps), input_hw))
+            out.append(Explanation(predictions[i], ids, MappingProxyType(maps), input_hw, features[i]))
         return out
