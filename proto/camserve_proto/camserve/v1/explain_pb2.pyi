@@ -20,6 +20,19 @@ class Resolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOLUTION_UNSPECIFIED: _ClassVar[Resolution]
     NATIVE: _ClassVar[Resolution]
     INPUT: _ClassVar[Resolution]
+
+class ChannelRanking(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANNEL_RANKING_UNSPECIFIED: _ClassVar[ChannelRanking]
+    CHANNEL_RANKING_MEAN_ACTIVATION: _ClassVar[ChannelRanking]
+    CHANNEL_RANKING_GRADCAM_WEIGHT: _ClassVar[ChannelRanking]
+
+class Transform(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSFORM_UNSPECIFIED: _ClassVar[Transform]
+    TRANSFORM_HFLIP: _ClassVar[Transform]
+    TRANSFORM_SHIFT: _ClassVar[Transform]
+    TRANSFORM_ROTATE: _ClassVar[Transform]
 ENCODING_UNSPECIFIED: Encoding
 FLOAT32: Encoding
 FLOAT16: Encoding
@@ -28,6 +41,13 @@ PNG: Encoding
 RESOLUTION_UNSPECIFIED: Resolution
 NATIVE: Resolution
 INPUT: Resolution
+CHANNEL_RANKING_UNSPECIFIED: ChannelRanking
+CHANNEL_RANKING_MEAN_ACTIVATION: ChannelRanking
+CHANNEL_RANKING_GRADCAM_WEIGHT: ChannelRanking
+TRANSFORM_UNSPECIFIED: Transform
+TRANSFORM_HFLIP: Transform
+TRANSFORM_SHIFT: Transform
+TRANSFORM_ROTATE: Transform
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "encoding", "data", "value_min", "value_max", "scale")
@@ -112,7 +132,7 @@ class OutputOptions(_message.Message):
     def __init__(self, encoding: _Optional[_Union[Encoding, str]] = ..., resolution: _Optional[_Union[Resolution, str]] = ..., include_reconstruction: _Optional[bool] = ..., top_predictions: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("images", "methods", "layers", "target", "regions", "output", "request_id", "describe")
+    __slots__ = ("images", "methods", "layers", "target", "regions", "output", "request_id", "describe", "feature_maps", "consistency")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +141,8 @@ class ExplainRequest(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIBE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_MAPS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     methods: _containers.RepeatedScalarFieldContainer[str]
     layers: _containers.RepeatedScalarFieldContainer[str]
@@ -129,7 +151,67 @@ class ExplainRequest(_message.Message):
     output: OutputOptions
     request_id: str
     describe: bool
-    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., describe: _Optional[bool] = ...) -> None: ...
+    feature_maps: FeatureMapOptions
+    consistency: ConsistencyOptions
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., describe: _Optional[bool] = ..., feature_maps: _Optional[_Union[FeatureMapOptions, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyOptions, _Mapping]] = ...) -> None: ...
+
+class FeatureMapOptions(_message.Message):
+    __slots__ = ("layers", "top_n", "ranking")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    top_n: int
+    ranking: ChannelRanking
+    def __init__(self, layers: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., ranking: _Optional[_Union[ChannelRanking, str]] = ...) -> None: ...
+
+class FeatureMap(_message.Message):
+    __slots__ = ("layer", "channel", "score", "target", "data")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    channel: int
+    score: float
+    target: int
+    data: Tensor
+    def __init__(self, layer: _Optional[str] = ..., channel: _Optional[int] = ..., score: _Optional[float] = ..., target: _Optional[int] = ..., data: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class ConsistencyOptions(_message.Message):
+    __slots__ = ("transforms", "shift", "angle_degrees", "top_fraction", "omit_maps")
+    TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    ANGLE_DEGREES_FIELD_NUMBER: _ClassVar[int]
+    TOP_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    OMIT_MAPS_FIELD_NUMBER: _ClassVar[int]
+    transforms: _containers.RepeatedScalarFieldContainer[Transform]
+    shift: float
+    angle_degrees: float
+    top_fraction: float
+    omit_maps: bool
+    def __init__(self, transforms: _Optional[_Iterable[_Union[Transform, str]]] = ..., shift: _Optional[float] = ..., angle_degrees: _Optional[float] = ..., top_fraction: _Optional[float] = ..., omit_maps: _Optional[bool] = ...) -> None: ...
+
+class Agreement(_message.Message):
+    __slots__ = ("method", "layer", "target", "transform", "spearman", "iou", "coverage", "mapped")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    SPEARMAN_FIELD_NUMBER: _ClassVar[int]
+    IOU_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    layer: str
+    target: int
+    transform: Transform
+    spearman: float
+    iou: float
+    coverage: float
+    mapped: Tensor
+    def __init__(self, method: _Optional[str] = ..., layer: _Optional[str] = ..., target: _Optional[int] = ..., transform: _Optional[_Union[Transform, str]] = ..., spearman: _Optional[float] = ..., iou: _Optional[float] = ..., coverage: _Optional[float] = ..., mapped: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "field")
@@ -180,20 +262,24 @@ class Geometry(_message.Message):
     def __init__(self, original_width: _Optional[int] = ..., original_height: _Optional[int] = ..., crop: _Optional[_Union[Box, _Mapping]] = ..., input_width: _Optional[int] = ..., input_height: _Optional[int] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("id", "predictions", "maps", "reconstruction", "error", "geometry")
+    __slots__ = ("id", "predictions", "maps", "reconstruction", "error", "geometry", "feature_maps", "consistency")
     ID_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     RECONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_MAPS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     id: str
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
     maps: _containers.RepeatedCompositeFieldContainer[Map]
     reconstruction: Tensor
     error: Error
     geometry: Geometry
-    def __init__(self, id: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., reconstruction: _Optional[_Union[Tensor, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ...) -> None: ...
+    feature_maps: _containers.RepeatedCompositeFieldContainer[FeatureMap]
+    consistency: _containers.RepeatedCompositeFieldContainer[Agreement]
+    def __init__(self, id: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., reconstruction: _Optional[_Union[Tensor, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ..., feature_maps: _Optional[_Iterable[_Union[FeatureMap, _Mapping]]] = ..., consistency: _Optional[_Iterable[_Union[Agreement, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("kind", "methods", "default_methods", "layers", "default_layers", "labels", "input_width", "input_height", "max_images", "max_top_k", "max_regions", "max_image_bytes", "max_pixels", "max_response_bytes")
