@@ -34,6 +34,7 @@ class Limits:
         max_pixels: Width x height of one image (checked from the header, before decoding).
         max_response_bytes: Upper bound for one encoded response; keep it below TorchServe's
             ``max_response_size`` (the worker is killed above that).
+        max_feature_maps: Feature maps per image (layers x top_n, times the targets for Grad-CAM ranking).
     """
 
     max_images: int = 16
@@ -42,6 +43,7 @@ class Limits:
     max_image_bytes: int = 8_388_608
     max_pixels: int = 40_000_000
     max_response_bytes: int = 6_000_000
+    max_feature_maps: int = 256
 
 
 @dataclass(frozen=True)

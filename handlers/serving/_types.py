@@ -13,6 +13,7 @@ from typing import Final, Literal
 
 import torch
 
+from handlers.engine import ConsistencySpec, FeatureMapSpec
 from handlers.engine.errors import CamserveError
 from handlers.preprocess import Geometry
 from handlers.serving._config import Kind, Limits
@@ -23,6 +24,7 @@ __all__ = [
     "Capabilities",
     "ImageFailure",
     "ImageInput",
+    "InsightSpec",
     "MethodShape",
     "OutputSpec",
     "ParsedRequest",
@@ -150,6 +152,21 @@ class ImageFailure:
     error: CamserveError
 
 
+@dataclass(frozen=True)
+class InsightSpec:
+    """The "look inside" extras of a classifier request, beside its maps.
+
+    Attributes:
+        feature_maps: The top channels of layers (its ``layers`` always resolved), or ``None``.
+        consistency: The consistency check of every map, or ``None``.
+        consistency_maps: Whether the consistency check's mapped-back maps are returned (not only its numbers).
+    """
+
+    feature_maps: FeatureMapSpec | None = None
+    consistency: ConsistencySpec | None = None
+    consistency_maps: bool = True
+
+
 @dataclass(frozen=True, eq=False)
 class ParsedRequest:
     """A validated request. ``describe`` requests carry no images."""
@@ -160,6 +177,7 @@ class ParsedRequest:
     layers: tuple[str, ...]
     output: OutputSpec
     images: tuple[ImageInput | ImageFailure, ...]
+    insight: InsightSpec = InsightSpec()
 
     @property
     def valid_images(self) -> tuple[ImageInput, ...]:
