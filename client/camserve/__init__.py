@@ -15,6 +15,7 @@ numpy and pillow only (no torch).
 
 from camserve._aio import AsyncClient
 from camserve._client import Client
+from camserve._insight import Agreement, Consistency, FeatureMap, FeatureMaps
 from camserve._maps import Map, MapKey
 from camserve._request import Input
 from camserve._results import Box, ExplainResult, Geometry, ModelEntry, ModelInfo, Prediction, Timing
@@ -32,12 +33,16 @@ from camserve.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agreement",
     "AsyncClient",
     "Box",
     "CamserveError",
     "Client",
+    "Consistency",
     "DeadlineExceeded",
     "ExplainResult",
+    "FeatureMap",
+    "FeatureMaps",
     "Geometry",
     "Input",
     "Internal",

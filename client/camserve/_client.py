@@ -189,6 +189,10 @@ class Client(ClientBase):
                   input size).
                 - ``reconstruction`` (bool): VAE models: also return the reconstruction (default False).
                 - ``top_predictions`` (int): how many predictions per image (server default 5).
+                - ``feature_maps`` (int or :class:`camserve.FeatureMaps`): classifiers: also return the top-n
+                  channels of the layers (``.feature_maps``), by mean activation or Grad-CAM weight.
+                - ``consistency`` (True or :class:`camserve.Consistency`): classifiers: also explain flipped,
+                  shifted and rotated copies and return how well each map agrees (``.consistency``).
                 - ``strict`` (bool): for a list: raise the first failed image's error instead of returning it in
                   ``.error`` (default False).
                 - ``request_id`` (str): your id for the request, for tracing (default: a random one).

@@ -14,6 +14,7 @@ import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image as PILImage
 
+from camserve._insight import Agreement, FeatureMap, transform_name
 from camserve._maps import Map, MapKey, frozen
 from camserve._results import Box, ExplainResult, Geometry, ModelInfo, Prediction, Timing
 from camserve.errors import Internal, from_code
@@ -157,8 +158,41 @@ def decode_image_result(
         reconstruction=reconstruction,
         geometry=_geometry(result),
         error=None,
+        feature_maps=_feature_maps(result, index),
+        consistency=_agreements(result, index),
         **common,  # type: ignore[arg-type]
     )
+
+
+def _feature_maps(result: explain_pb2.ImageResult, index: int) -> tuple[FeatureMap, ...]:
+    out = []
+    for i, f in enumerate(result.feature_maps):
+        array = decode_tensor(f.data, f"results[{index}].feature_maps[{i}] ({f.layer}, {f.channel})")
+        if array.ndim != 2:
+            raise Internal(f"malformed response: feature map {i} of result {index} has shape {list(array.shape)}")
+        out.append(FeatureMap(f.layer, int(f.channel), float(f.score), int(f.target), frozen(array)))
+    return tuple(out)
+
+
+def _agreements(result: explain_pb2.ImageResult, index: int) -> tuple[Agreement, ...]:
+    out = []
+    for i, a in enumerate(result.consistency):
+        mapped = None
+        if a.HasField("mapped"):
+            mapped = frozen(decode_tensor(a.mapped, f"results[{index}].consistency[{i}].mapped"))
+        out.append(
+            Agreement(
+                method=a.method,
+                layer=a.layer,
+                target=int(a.target),
+                transform=transform_name(a.transform),
+                spearman=float(a.spearman),
+                iou=float(a.iou),
+                coverage=float(a.coverage),
+                mapped=mapped,
+            )
+        )
+    return tuple(out)
 
 
 def decode_explain_response(

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
+from camserve._insight import Consistency, FeatureMaps
 from camserve._request import ExplainOptions, RegionLike, TargetLike
 from camserve.errors import InvalidArgument
 
@@ -29,6 +30,8 @@ class ExplainArgs(TypedDict, total=False):
     resolution: str | None
     reconstruction: bool
     top_predictions: int | None
+    feature_maps: int | FeatureMaps | None
+    consistency: bool | Consistency | None
     strict: bool
     timeout: float | None
     headers: Mapping[str, str] | None
@@ -90,6 +93,8 @@ def _shared(args: ExplainArgs) -> ExplainCall:
         resolution=args.get("resolution"),
         reconstruction=args.get("reconstruction", False),
         top_predictions=args.get("top_predictions"),
+        feature_maps=args.get("feature_maps"),
+        consistency=args.get("consistency"),
     )
     return ExplainCall(
         version=args.get("version", ""),

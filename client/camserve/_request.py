@@ -16,6 +16,7 @@ import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
 
 from camserve._images import to_image_message
+from camserve._insight import consistency_message, feature_maps_message
 from camserve.errors import InvalidArgument
 
 #: One class to explain by id or label, or several.
@@ -178,6 +179,8 @@ class ExplainOptions:
     target: explain_pb2.Target | None
     regions: tuple[explain_pb2.Region, ...]
     output: explain_pb2.OutputOptions
+    feature_maps: explain_pb2.FeatureMapOptions | None = None
+    consistency: explain_pb2.ConsistencyOptions | None = None
 
     @classmethod
     def build(
@@ -192,6 +195,8 @@ class ExplainOptions:
         resolution: str | None = None,
         reconstruction: bool = False,
         top_predictions: int | None = None,
+        feature_maps: object = None,
+        consistency: object = None,
     ) -> ExplainOptions:
         """Validates the call's arguments; raises InvalidArgument naming the bad one."""
         return cls(
@@ -200,6 +205,8 @@ class ExplainOptions:
             target=target_message(target, top_k, "target"),
             regions=tuple(regions_messages(regions, "regions")),
             output=output_message(encoding, resolution, reconstruction, top_predictions),
+            feature_maps=feature_maps_message(feature_maps),
+            consistency=consistency_message(consistency),
         )
 
 
@@ -235,4 +242,8 @@ def build_request(
     )
     if options.target is not None:
         request.target.CopyFrom(options.target)
+    if options.feature_maps is not None:
+        request.feature_maps.CopyFrom(options.feature_maps)
+    if options.consistency is not None:
+        request.consistency.CopyFrom(options.consistency)
     return request
