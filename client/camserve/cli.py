@@ -17,7 +17,9 @@ Connection options (every command): ``--address`` (default ``$CAMSERVE_ADDRESS``
 ``explain`` writes into ``--out`` (default ``camserve-out``): ``summary.json`` (predictions, map list, timing and
 errors per image), ``maps/<image>/`` with each map as ``.npy`` (float32, as served) and ``.png`` (the picture the
 gallery shows), and ``index.html`` with ``gallery/``, the gallery (skip it with ``--no-gallery``). Directories
-given as IMAGES are searched for image files (not recursively).
+given as IMAGES are searched for image files (not recursively). ``--feature-maps N`` (``--feature-rank gradcam``)
+adds each layer's top N channels, ``--consistency`` (or ``--transform hflip`` ...) a consistency check: their
+numbers go into ``summary.json``, their arrays into ``maps/<image>/`` and their pictures into the gallery.
 
 ``perf`` load-tests a model (see :mod:`camserve.perf` and the client README): a table per concurrency level.
 
@@ -42,13 +44,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
 from camserve import gallery, perf, render
+from camserve._cli_files import result_line, unique_names, write_result
 from camserve._client import Client
-from camserve._files import IMAGE_SUFFIXES, slug
+from camserve._files import IMAGE_SUFFIXES
+from camserve._insight import Consistency, FeatureMaps
 from camserve._request import Input
-from camserve._results import ExplainResult, ModelInfo
+from camserve._results import ModelInfo
 from camserve._transport import LOAD_BALANCING_POLICIES
 from camserve.errors import (
     CamserveError,
@@ -153,6 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--encoding", choices=["float16", "float32", "uint8", "png"])
     ex.add_argument("--resolution", choices=["native", "input"])
     ex.add_argument("--reconstruction", action="store_true", help="VAE: also fetch the reconstruction")
+    ex.add_argument("--feature-maps", type=int, metavar="N", help="also fetch each layer's top N channels")
+    ex.add_argument("--feature-rank", choices=["mean", "gradcam"], default="mean", help="rank channels by (mean)")
+    ex.add_argument("--consistency", action="store_true", help="also check the maps under hflip, shift, rotate")
+    ex.add_argument(
+        "--transform", dest="transforms", action="append", choices=["hflip", "shift", "rotate"], help="(repeat)"
+    )
     ex.add_argument("--out", type=Path, default=Path("camserve-out"), help="output folder (default camserve-out)")
     ex.add_argument("--no-gallery", dest="gallery", action="store_false", help="do not write index.html")
     ex.add_argument("--size", type=int, default=224, help="longer side of pictures in pixels (default 224)")
@@ -258,14 +266,19 @@ def _explain(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
         raise _UsageError("--top-k must be at least 1")
     if args.batch_size < 1 or args.concurrency < 1:
         raise _UsageError("--batch-size and --concurrency must be at least 1")
+    if args.feature_maps is not None and args.feature_maps < 1:
+        raise _UsageError("--feature-maps must be at least 1")
     paths = _images(args.images)
     regions = [_region(r) for r in args.regions or []]
+    features = FeatureMaps(top_n=args.feature_maps, rank=args.feature_rank) if args.feature_maps else None
+    transforms = tuple(dict.fromkeys(args.transforms or ())) or None
+    consistency = Consistency(transforms=transforms) if args.consistency or transforms else None
     target = _target(args.targets)
     folder: Path = args.out
     folder.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     progress = _Progress(len(paths), args.progress, err)
-    names = _unique_names(paths)
+    names = unique_names(paths)
 
     results = client.explain_many(
         [Input(p) for p in paths],
@@ -278,16 +291,18 @@ def _explain(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
         encoding=args.encoding,
         resolution=args.resolution,
         reconstruction=args.reconstruction,
+        feature_maps=features,
+        consistency=consistency,
         batch_size=args.batch_size,
         concurrency=args.concurrency,
     )
 
     def entries() -> Iterator[gallery.Entry]:
         for path, name, result in zip(paths, names, results, strict=True):
-            records.append(_write_result(folder / "maps" / name, path, result, regions, args))
+            records.append(write_result(folder / "maps" / name, path, result, regions, args))
             progress.update(result.ok)
             if not progress.enabled:  # the progress line replaces per-image lines on a terminal
-                print(_line(path, result), file=out)
+                print(result_line(path, result), file=out)
             yield gallery.Entry(path.name, path, result, regions)
 
     index: Path | None = None
@@ -315,60 +330,6 @@ def _explain(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
     wrote = [str(folder / "summary.json")] + ([str(index)] if index else [])
     print(f"explained {len(records) - len(failed)}/{len(records)} images; wrote {', '.join(wrote)}", file=out)
     return EXIT_PARTIAL if failed else EXIT_OK
-
-
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    """One output folder name per image: its stem, numbered when stems repeat."""
-    seen: dict[str, int] = {}
-    names = []
-    for p in paths:
-        stem = slug(p.stem)
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return names
-
-
-def _line(path: Path, result: ExplainResult) -> str:
-    if result.error is not None:
-        return f"{path}: error {result.error.code}: {result.error.message}"
-    top = result.top
-    best = f"{top.label or top.class_id} {top.score:.3f}" if top else "explained"
-    return f"{path}: {best} ({len(result.maps)} maps, {result.timing.round_trip_ms:.0f} ms)"
-
-
-def _write_result(
-    folder: Path, path: Path, result: ExplainResult, regions: Sequence[tuple[int, int, int, int]], args: Any
-) -> dict[str, Any]:
-    record: dict[str, Any] = {"image": str(path), **result.summary()}
-    if result.error is not None:
-        return record
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    vae = bool(regions) or result.reconstruction is not None or not result.predictions
-    for m in result:
-        stem = slug(f"{m.method}_{m.layer or 'input'}_{'r' if vae else 't'}{m.target}")
-        np.save(folder / f"{stem}.npy", m.array)
-        boxes = [regions[m.target]] if vae and m.target < len(regions) else []
-        picture = render.render_map(
-            path,
-            m,
-            geometry=result.geometry,
-            on_original=not vae,
-            cmap=args.cmap,
-            size=args.size,
-            boxes=boxes,
-            gradients=args.gradients,
-        )
-        picture.save(folder / f"{stem}.png")
-        rel = f"maps/{folder.name}/{stem}"
-        files.append(
-            {"method": m.method, "layer": m.layer, "target": m.target, "npy": f"{rel}.npy", "png": f"{rel}.png"}
-        )
-    if result.reconstruction is not None:
-        np.save(folder / "reconstruction.npy", result.reconstruction)
-        record["reconstruction"] = f"maps/{folder.name}/reconstruction.npy"
-    record["files"] = files
-    return record
 
 
 def _describe_text(info: ModelInfo) -> str:

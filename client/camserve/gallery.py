@@ -1,7 +1,9 @@
 """The HTML gallery: one ``index.html`` with PNGs a person can open, for many images and their explanations.
 
 Per image, the original (the model's crop outlined), the model's input and the VAE reconstruction; then a table
-of maps: methods x layers per explained class (classifiers), or methods x regions with each region drawn (VAEs).
+of maps: methods x layers per explained class (classifiers), or methods x regions with each region drawn (VAEs);
+then, when the call asked for them, the feature maps (one row of channels per layer, each at its native grid) and
+the consistency check (each map beside its flipped / shifted / rotated copies mapped back, with their agreement).
 The pictures are :mod:`camserve.render`'s; this module lays them out and writes the page.
 
 ::
@@ -235,6 +237,10 @@ def _entry_html(entry: Entry, page: _Page, style: _Style) -> str:
         row.append(page.figure(rec, "reconstruction", "reconstruction"))
     out.append(f"<div class='row'>{''.join(row)}</div>")
     out.extend([_vae_table(entry, page, style)] if vae else _classifier_tables(entry, page, style))
+    if result.feature_maps:
+        out.append(_feature_maps_table(entry, page, style))
+    if result.consistency:
+        out.append(_consistency_table(entry, page, style))
     t = result.timing
     meta = f"model {result.model_name} · server explain {t.explain_ms:.0f} ms · round trip {t.round_trip_ms:.0f} ms"
     out.append(f"<p class='meta'>{html.escape(meta)}</p></section>")
@@ -292,3 +298,59 @@ def _vae_table(entry: Entry, page: _Page, style: _Style) -> str:
         title = f"{method} · {layer}" if layer else method
         rows.append(f"<tr><th class='rowhead'>{html.escape(title)}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _feature_maps_table(entry: Entry, page: _Page, style: _Style) -> str:
+    """One row per (layer, target): the channels as coloured grids, each scaled to its own range, blocky on purpose
+    (the native resolution is what the layer has)."""
+    rows: dict[tuple[str, int], list[str]] = {}
+    thumb = max(48, style.size // 3)
+    for f in entry.result.feature_maps:
+        h, w = f.array.shape
+        scale = max(1, thumb // max(h, w))
+        picture = Image.fromarray(render.colorize(f.array, style.cmap)).resize(
+            (w * scale, h * scale), Image.Resampling.NEAREST
+        )
+        caption = f"channel {f.channel} · {f.score:.3g}"
+        stem = f"feature_{f.layer}_c{f.channel}_t{f.target}"
+        rows.setdefault((f.layer, f.target), []).append(f"<td>{page.figure(picture, stem, caption)}</td>")
+    ranked = "mean activation" if all(t < 0 for _, t in rows) else "Grad-CAM weight"
+    body = []
+    for (layer, target), cells in rows.items():
+        head = html.escape(layer + (f" · class {target}" if target >= 0 else ""))
+        body.append(f"<tr><th class='rowhead'>{head}</th>{''.join(cells)}</tr>")
+    return f"<h3>feature maps (top channels by {ranked})</h3><table>{''.join(body)}</table>"
+
+
+def _consistency_table(entry: Entry, page: _Page, style: _Style) -> str:
+    """One row per map: the map on the model input, then each transformed copy's map mapped back, with Spearman's
+    rho and the IoU of the top regions in the caption (numbers only when the call asked for no maps)."""
+    result = entry.result
+    view = render.model_view(entry.image, result.geometry, size=style.size)
+    transforms = list(dict.fromkeys(a.transform for a in result.consistency))
+    head = "".join(f"<th>{html.escape(t)}, mapped back</th>" for t in transforms)
+    rows = []
+    for key in dict.fromkeys(MapKey(a.method, a.layer, a.target) for a in result.consistency):
+        original = result.maps.get(key)
+        cells = ["<td></td>"]
+        if original is not None:
+            cells.clear()
+            flat = original.reduce("abs_max").array if original.is_gradient else original.array
+            stem = f"consistency_{key.method}_{key.layer or 'input'}_t{key.target}"
+            picture = render.overlay(view, flat, cmap=style.cmap, alpha=style.alpha)
+            cells.append(f"<td>{page.figure(picture, stem, 'original')}</td>")
+        for transform in transforms:
+            a = result.agreement(key.method, transform, layer=key.layer, target=key.target)
+            caption = f"rho {a.spearman:.3f} · IoU {a.iou:.3f} · {a.coverage:.0%} compared"
+            if a.mapped is None:
+                cells.append(f"<td class='legend'>{html.escape(caption)}</td>")
+                continue
+            picture = render.overlay(view, a.mapped, cmap=style.cmap, alpha=style.alpha)
+            stem = f"consistency_{key.method}_{key.layer or 'input'}_t{key.target}_{transform}"
+            cells.append(f"<td>{page.figure(picture, stem, caption)}</td>")
+        title = f"{key.method} · {key.layer or 'input'} · class {key.target}"
+        rows.append(f"<tr><th class='rowhead'>{html.escape(title)}</th>{''.join(cells)}</tr>")
+    return (
+        "<h3>consistency: the same maps for transformed copies, mapped back onto this input</h3>"
+        f"<table><tr><th></th><th>map</th>{head}</tr>{''.join(rows)}</table>"
+    )

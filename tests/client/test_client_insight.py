@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import camserve
 import grpc
 import numpy as np
 import pytest
+from camserve import cli
 from camserve_proto.camserve.v1 import explain_pb2
 from conftest import FakeServer, default_answer, tensor
+from PIL import Image
 
 MODEL = "shapes-classifier"
 
@@ -121,3 +126,38 @@ def test_a_malformed_feature_map_is_the_servers_fault(client: camserve.Client, f
     fake.answer = answer
     with pytest.raises(camserve.Internal, match="feature map"):
         client.explain(np.zeros((8, 8, 3), np.uint8), model=MODEL, feature_maps=1)
+
+
+# ---- the command line and the gallery
+
+
+def test_cli_writes_feature_maps_and_consistency(fake: FakeServer, tmp_path: Path) -> None:
+    fake.answer = _answer_with_insight
+    image = tmp_path / "one.png"
+    Image.new("RGB", (32, 32), (90, 120, 200)).save(image)
+    out_dir = tmp_path / "out"
+    conn = ["--address", fake.address, "--management-address", fake.address, "--timeout", "10"]
+    args = ["explain", str(image), "--model", MODEL, "--out", str(out_dir), "--feature-maps", "2", *conn]
+    code = cli.run(
+        [*args, "--feature-rank", "gradcam", "--transform", "hflip", "--transform", "shift"],
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+    assert code == cli.EXIT_OK
+    sent = fake.requests[-1]
+    assert sent.feature_maps.top_n == 2
+    assert sent.feature_maps.ranking == explain_pb2.CHANNEL_RANKING_GRADCAM_WEIGHT
+    assert list(sent.consistency.transforms) == [explain_pb2.TRANSFORM_HFLIP, explain_pb2.TRANSFORM_SHIFT]
+    [record] = json.loads((out_dir / "summary.json").read_text())["images"]
+    assert [f["channel"] for f in record["feature_maps"]] == [0, 1]
+    assert [c["transform"] for c in record["consistency"]] == ["hflip", "shift"]
+    saved = {Path(f["npy"]).name for f in record["files"]}
+    assert {"feature_layer2_c0_t-1.npy", "consistency_gradcam_layer2_t0_hflip.npy"} <= saved
+    assert np.load(out_dir / "maps" / "one" / "feature_layer2_c1_t-1.npy").shape == (4, 4)
+    page = (out_dir / "index.html").read_text()
+    assert "feature maps (top channels by mean activation)" in page
+    assert "consistency: the same maps" in page and "rho 0.500" in page and "IoU nan" in page
+    pictures = sorted(p.name for p in (out_dir / "gallery").rglob("*.png"))
+    assert any(n.startswith("feature_layer2_c1") for n in pictures)
+    assert any(n.startswith("consistency_gradcam_layer2_t0_shift") for n in pictures)
+    assert cli.run([*args[:-6], "--feature-maps", "0", *conn], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_USAGE
