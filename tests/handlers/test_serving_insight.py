@@ -28,6 +28,7 @@ from serving_helpers import (
     response,
     vae_caps,
 )
+from test_serving_handler import MEAN, STD, config
 
 from handlers.engine import ConsistencySpec, FeatureMapSpec
 from handlers.engine.errors import CamserveError, InvalidArgumentError, NotFoundError, ResourceExhaustedError
@@ -36,23 +37,6 @@ from handlers.serving._config import Limits
 from handlers.serving._sizing import response_size_bound
 from handlers.serving.classifier import ClassifierHandler
 from model_store.provider import zoo_model
-
-MEAN = [0.485, 0.456, 0.406]
-STD = [0.229, 0.224, 0.225]
-
-
-def config(**limits: int) -> dict[str, Any]:
-    section = {
-        "kind": "classifier",
-        "model": "torchvision:resnet18",
-        "input_size": [64, 64],
-        "resize": 64,
-        "mean": MEAN,
-        "std": STD,
-        "default_methods": ["gradcam", "saliency"],
-        "limits": {"max_images": 8, "max_top_k": 10, "max_response_bytes": 2_000_000, **limits},
-    }
-    return {"minWorkers": 1, "batchSize": 8, "camserve": section}
 
 
 @pytest.fixture(scope="module")
