@@ -9,8 +9,10 @@ every method's map for the ground-truth class is recomputed on a horizontally fl
 right and down) and a rotated (15 degrees) copy and mapped back (:class:`handlers.engine.ConsistencySpec`). It
 prints, per method and transform, the mean Spearman rank correlation and the mean IoU of the top-10% regions over
 the images where both are defined (the count of undefined ones, from constant maps, in brackets), for the trained
-classifier and, as a reference, for the same network with every weight re-initialised: a model whose maps agree no
-better than the random one's would be suspect.
+classifier and, as a reference, for the same network with every weight re-initialised. Agreement alone proves
+little: a random convolutional network is close to shift-equivariant, so its maps (of image edges, not of the
+object) follow a shift at least as well; flips and rotations, which the architecture does not build in, separate
+the two.
 """
 
 from __future__ import annotations
