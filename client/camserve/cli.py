@@ -47,66 +47,24 @@ from typing import Any, TextIO
 from camserve import gallery, perf, render
 from camserve._cli_files import result_line, unique_names, write_result
 from camserve._client import Client
+from camserve._exits import (
+    EXIT_AUTH,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_REJECTED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    exit_code,
+    report,
+)
 from camserve._files import IMAGE_SUFFIXES
 from camserve._insight import Consistency, FeatureMaps
 from camserve._request import Input
 from camserve._results import ModelInfo
 from camserve._transport import LOAD_BALANCING_POLICIES
-from camserve.errors import (
-    CamserveError,
-    DeadlineExceeded,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-)
-
-EXIT_OK = 0
-EXIT_PARTIAL = 1
-EXIT_USAGE = 2
-EXIT_REJECTED = 3
-EXIT_UNAVAILABLE = 4
-EXIT_AUTH = 5
-EXIT_INTERNAL = 6
-EXIT_INTERRUPTED = 130
-
-
-def exit_code(error: CamserveError) -> int:
-    """The process exit code for an error (see the module docstring)."""
-    if isinstance(error, Unauthenticated):
-        return EXIT_AUTH
-    if isinstance(error, Unavailable | DeadlineExceeded):
-        return EXIT_UNAVAILABLE
-    if isinstance(error, InvalidArgument | NotFound | ResourceExhausted):
-        return EXIT_REJECTED
-    return EXIT_INTERNAL
-
-
-def _hint(error: CamserveError, address: str) -> str:
-    if isinstance(error, Unauthenticated):
-        return (
-            "pass --token-file PATH/key_file.json (TorchServe writes it into its working directory) or --token, "
-            "or set CAMSERVE_TOKEN_FILE / CAMSERVE_TOKEN"
-        )
-    if isinstance(error, Unavailable):
-        return f"is the server running at {address}? start it with deploy/start.sh, or pass --address HOST:PORT"
-    if isinstance(error, DeadlineExceeded):
-        return "the server may be busy; pass a larger --timeout"
-    if isinstance(error, NotFound):
-        return "`camserve models` lists the served models; `camserve describe MODEL` its methods and layers"
-    return ""
-
-
-def _report(error: CamserveError, address: str, stream: TextIO) -> int:
-    """Prints an error for a shell user and returns its exit code."""
-    first_line = error.message.splitlines()[0] if error.message else error.code
-    where = f" (field: {error.field})" if error.field else ""
-    print(f"camserve: {type(error).__name__}: {first_line}{where}", file=stream)
-    hint = _hint(error, address)
-    if hint:
-        print(f"camserve: hint: {hint}", file=stream)
-    return exit_code(error)
+from camserve.errors import CamserveError
 
 
 class _UsageError(Exception):
@@ -388,7 +346,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         print(f"camserve: error: {exc}", file=err)
         return EXIT_USAGE
     except CamserveError as exc:
-        return _report(exc, address, err)
+        return report(exc, address, err)
     except KeyboardInterrupt:
         print("camserve: interrupted", file=err)
         return EXIT_INTERRUPTED
