@@ -8,6 +8,7 @@
 from handlers.engine._consistency import TRANSFORMS, ConsistencySpec, Transform
 from handlers.engine._explainer import Explainer
 from handlers.engine._features import FEATURE_RANKS, FeatureMapSpec, FeatureRank
+from handlers.engine._filters import FilterView, conv_layers, filters
 from handlers.engine._grid import GridLayout, detect_layout
 from handlers.engine._reduce import GradientReduction, reduce_gradient
 from handlers.engine._result import (
@@ -60,6 +61,7 @@ __all__ = [
     "FeatureMap",
     "FeatureMapSpec",
     "FeatureRank",
+    "FilterView",
     "GradientReduction",
     "GridLayout",
     "InternalError",
@@ -82,7 +84,9 @@ __all__ = [
     "VAEModel",
     "available_methods",
     "check_region",
+    "conv_layers",
     "detect_layout",
+    "filters",
     "get_method",
     "get_vae_method",
     "minmax",
