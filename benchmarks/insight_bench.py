@@ -1,6 +1,6 @@
 """What looking inside costs: feature maps and consistency checks as ratios to a plain forward, measured side by side.
 
-    python -m benchmarks.insight_bench [--model resnet50] [--batch 8] [--size 224] [--rounds 5]
+    .venv/bin/python benchmarks/insight_bench.py [--model resnet50] [--batch 8] [--size 224] [--rounds 5]
 
 Contestants, interleaved with a plain ``inference_mode`` forward in every round (``benchmarks._timing.measure``):
 Grad-CAM alone; Grad-CAM + the top 16 channels of its layer by mean activation (expected: the same cost, the
@@ -12,12 +12,16 @@ check over three transforms (expected: about four Grad-CAMs). One intra-op threa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 import torchvision
 
-from benchmarks._timing import measure
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from _timing import Contestant, measure  # beside this file
+
 from handlers.engine import ConsistencySpec, Explainer, FeatureMapSpec
 
 
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             return model(x)
 
-    contestants = {
+    contestants: dict[str, Contestant] = {
         "gradcam": lambda: ex.explain(x, "gradcam"),
         "gradcam + 16 feature maps (mean)": lambda: ex.explain(x, "gradcam", feature_maps=FeatureMapSpec(top_n=16)),
         "gradcam + 16 feature maps (gradcam)": lambda: ex.explain(
