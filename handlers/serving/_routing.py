@@ -11,6 +11,8 @@ Inputs accepted per item (``data[i]``):
   multipart ``curl -F data=@cat.jpg -F methods=gradcam -F top_k=3 URL``: form fields ``methods``, ``layers``,
   ``top_k``, ``regions`` arrive as further keys; TorchServe 0.12 drops query strings). Answered with JSON
   (:func:`handlers.serving._rest.encode_json`), with a real HTTP status on errors (400/404/413/500/503).
+- ``{"filters": <FiltersRequest bytes>}`` — a model's convolution kernels (gRPC ``input["filters"]``). Answered with
+  ``FiltersResponse`` bytes (:mod:`handlers.serving._filters`), errors in band.
 - TorchServe's describe call (``GET /models/<name>?customized=true``, header ``describe: True``): ``ModelInfo`` JSON.
 
 Note for curl users: ``curl --data-binary @img.png`` sends ``application/x-www-form-urlencoded``, which TorchServe
@@ -35,6 +37,7 @@ from handlers.serving._rest import request_from_rest
 __all__ = [
     "BODY_KEYS",
     "DEADLINE_KEY",
+    "FILTERS_KEY",
     "PROTOBUF_CONTENT_TYPES",
     "REQUEST_KEY",
     "ReplyKind",
@@ -44,9 +47,10 @@ __all__ = [
     "set_reply_headers",
 ]
 
-ReplyKind = Literal["proto", "json", "describe"]
+ReplyKind = Literal["proto", "json", "describe", "filters"]
 
 REQUEST_KEY: Final = "request"
+FILTERS_KEY: Final = "filters"
 BODY_KEYS: Final = ("body", "data")
 #: Input key with the caller's deadline (Unix time, ms), added by the gateway (deploy/gateway.py): an item whose
 #: deadline has passed while it waited in TorchServe's queue is answered DEADLINE_EXCEEDED without being computed.
@@ -88,6 +92,8 @@ def reply_kind(index: int, row: Any, context: Any) -> ReplyKind:
     """How item ``index`` is answered (never raises): see the module docstring for the rules."""
     if str(_header(context, index, "describe")) == "True":
         return "describe"
+    if isinstance(row, Mapping) and FILTERS_KEY in row and REQUEST_KEY not in row:
+        return "filters"
     if not isinstance(row, Mapping) or REQUEST_KEY in row:
         return "proto"
     for key in BODY_KEYS:

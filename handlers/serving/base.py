@@ -43,6 +43,7 @@ from handlers.preprocess import Preprocessor
 from handlers.serving._config import ServingConfig, parse_config
 from handlers.serving._encode import describe_response, encode_response, error_response, model_info_json
 from handlers.serving._errors import serving_error, to_camserve_error
+from handlers.serving._filters import answer_filters, filters_error
 from handlers.serving._health import select_device
 from handlers.serving._parse import MAX_ID_LENGTH, parse_message
 from handlers.serving._provider import ModelProvider
@@ -82,6 +83,7 @@ class Prepared:
     error: CamserveError | None = None
     request_id: str = ""
     decode_ms: float = 0.0
+    answer: bytes | None = None  # an item answered without the engine (filters)
 
 
 @dataclass(frozen=True, eq=False)
@@ -252,6 +254,16 @@ class ExplainHandler(ABC, Generic[EngineT]):
         try:
             if reply == "describe":
                 return Prepared(index, reply)
+            if reply == "filters":
+                loaded = self.loaded
+                answer = answer_filters(
+                    row,
+                    loaded.model,
+                    max_response_bytes=loaded.caps.limits.max_response_bytes,
+                    model_name=loaded.model_name,
+                    model_version=loaded.model_version,
+                )
+                return Prepared(index, reply, answer=answer, decode_ms=_ms_since(start))
             check_deadline(row)
             message = request_message(row, reply)
             request_id = message.request_id[:MAX_ID_LENGTH]
@@ -309,6 +321,9 @@ class ExplainHandler(ABC, Generic[EngineT]):
             if item.reply == "describe":
                 set_reply_headers(context, item.index, "application/json", 200)
                 return model_info_json(loaded.caps, model_name=loaded.model_name)
+            if item.answer is not None:
+                set_reply_headers(context, item.index, PROTOBUF_CONTENT_TYPES[0], None)
+                return item.answer
             start = time.perf_counter()
             if item.reply == "json":
                 return self._encode_json(served, context, batch_size, start)
@@ -382,6 +397,14 @@ class ExplainHandler(ABC, Generic[EngineT]):
         self, index: int, row: Any, context: Any, error: CamserveError, *, reply: ReplyKind | None = None
     ) -> bytes:
         kind = reply or reply_kind(index, row, context)
+        if kind == "filters":
+            set_reply_headers(context, index, PROTOBUF_CONTENT_TYPES[0], None)
+            loaded = self._loaded
+            return filters_error(
+                error,
+                model_name=loaded.model_name if loaded else "",
+                model_version=loaded.model_version if loaded else "",
+            )
         if kind == "proto":
             set_reply_headers(context, index, PROTOBUF_CONTENT_TYPES[0], None)
             return self._error_proto(error, "")

@@ -351,3 +351,53 @@ class ExplainResponse(_message.Message):
     model_info: ModelInfo
     versions: _containers.ScalarMap[str, str]
     def __init__(self, results: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., request_id: _Optional[str] = ..., model_info: _Optional[_Union[ModelInfo, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class FiltersRequest(_message.Message):
+    __slots__ = ("layers", "max_channels", "request_id")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    max_channels: int
+    request_id: str
+    def __init__(self, layers: _Optional[_Iterable[str]] = ..., max_channels: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("layer", "in_channels", "out_channels", "groups", "kernel_height", "kernel_width", "rgb", "tiles", "norms", "connections")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    IN_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    OUT_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    RGB_FIELD_NUMBER: _ClassVar[int]
+    TILES_FIELD_NUMBER: _ClassVar[int]
+    NORMS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel_height: int
+    kernel_width: int
+    rgb: bool
+    tiles: Tensor
+    norms: Tensor
+    connections: Tensor
+    def __init__(self, layer: _Optional[str] = ..., in_channels: _Optional[int] = ..., out_channels: _Optional[int] = ..., groups: _Optional[int] = ..., kernel_height: _Optional[int] = ..., kernel_width: _Optional[int] = ..., rgb: _Optional[bool] = ..., tiles: _Optional[_Union[Tensor, _Mapping]] = ..., norms: _Optional[_Union[Tensor, _Mapping]] = ..., connections: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class FiltersResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "request_id", "error", "filters", "conv_layers")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    CONV_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    request_id: str
+    error: Error
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    conv_layers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., conv_layers: _Optional[_Iterable[str]] = ...) -> None: ...
