@@ -15,6 +15,7 @@ numpy and pillow only (no torch).
 
 from camserve._aio import AsyncClient
 from camserve._client import Client
+from camserve._filters import Filter, Filters
 from camserve._insight import Agreement, Consistency, FeatureMap, FeatureMaps
 from camserve._maps import Map, MapKey
 from camserve._request import Input
@@ -43,6 +44,8 @@ __all__ = [
     "ExplainResult",
     "FeatureMap",
     "FeatureMaps",
+    "Filter",
+    "Filters",
     "Geometry",
     "Input",
     "Internal",

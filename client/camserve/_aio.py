@@ -13,6 +13,7 @@ import grpc
 import grpc.aio
 
 from camserve._base import ClientBase, PreparedBatch, check_model
+from camserve._filters import Filters, decode_filters, filters_request
 from camserve._images import ImageLike
 from camserve._options import ExplainCall, ExplainManyArgs, ExplainOneArgs, explain_call, explain_many_call
 from camserve._results import ExplainResult, ModelEntry, ModelInfo
@@ -108,6 +109,22 @@ class AsyncClient(ClientBase):
         request = self._describe_request(model, version)
         response, _ = await self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
         return self._decode_describe(response, model)
+
+    async def filters(
+        self,
+        model: str,
+        *,
+        layers: str | Sequence[str] | None = None,
+        max_channels: int | None = None,
+        version: str = "",
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Filters:
+        """See :meth:`camserve.Client.filters`."""
+        check_model(model)
+        request = filters_request(model, version, layers, max_channels, uuid.uuid4().hex)
+        response, _ = await self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
+        return decode_filters(response)
 
     async def models(
         self, *, timeout: float | None = None, headers: Mapping[str, str] | None = None

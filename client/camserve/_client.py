@@ -13,6 +13,7 @@ from typing import Any, TypeVar, Unpack, overload
 import grpc
 
 from camserve._base import ClientBase, PreparedBatch, check_model
+from camserve._filters import Filters, decode_filters, filters_request
 from camserve._images import ImageLike
 from camserve._options import ExplainCall, ExplainManyArgs, ExplainOneArgs, explain_call, explain_many_call
 from camserve._results import ExplainResult, ModelEntry, ModelInfo
@@ -135,6 +136,36 @@ class Client(ClientBase):
         request = self._describe_request(model, version)
         response, _ = self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
         return self._decode_describe(response, model)
+
+    def filters(
+        self,
+        model: str,
+        *,
+        layers: str | Sequence[str] | None = None,
+        max_channels: int | None = None,
+        version: str = "",
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Filters:
+        """A model's convolution kernels: the first layer's as RGB tiles, deeper ones summarised per channel.
+
+        Args:
+            model: The model's name on the server.
+            layers: ``Conv2d`` layer names (``.conv_layers`` of the answer lists them); None = the first one.
+            max_channels: Show at most this many output channels per layer (the first ones); None = all.
+            version: The model version (``""``: the default).
+            timeout: Deadline for this call, seconds (default: the client's).
+            headers: Extra metadata for this call.
+
+        Raises:
+            InvalidArgument: A bad argument, or a layer that is not a convolution.
+            NotFound: No such model or layer.
+            ResourceExhausted: The answer would exceed the server's response limit (set ``max_channels``).
+        """
+        check_model(model)
+        request = filters_request(model, version, layers, max_channels, uuid.uuid4().hex)
+        response, _ = self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
+        return decode_filters(response)
 
     def models(self, *, timeout: float | None = None, headers: Mapping[str, str] | None = None) -> list[ModelEntry]:
         """The models registered on the server, from TorchServe's gRPC management API (management key).

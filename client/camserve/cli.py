@@ -5,6 +5,7 @@
     camserve ping
     camserve models
     camserve describe imagenet-efficientnet-lite0
+    camserve filters shapes-classifier --layer stem.0 --layer layer2.conv1 --out out/filters
     camserve explain photos/*.jpg --model imagenet-efficientnet-lite0 --method gradcam --method guided_backprop \\
         --top-k 2 --out out/
     camserve perf --model shapes-classifier --method gradcam --concurrency 1,4,16 --duration 30s --compare-predict
@@ -20,6 +21,10 @@ gallery shows), and ``index.html`` with ``gallery/``, the gallery (skip it with 
 given as IMAGES are searched for image files (not recursively). ``--feature-maps N`` (``--feature-rank gradcam``)
 adds each layer's top N channels, ``--consistency`` (or ``--transform hflip`` ...) a consistency check: their
 numbers go into ``summary.json``, their arrays into ``maps/<image>/`` and their pictures into the gallery.
+
+``filters`` writes a model's convolution kernels into ``--out`` (default ``camserve-filters``): ``index.html`` (the
+first layer's kernels as RGB tiles, deeper ones as spatial profiles and a connection matrix) and per layer
+``<layer>_tiles.npy``, ``_norms.npy`` and ``_connections.npy``.
 
 ``perf`` load-tests a model (see :mod:`camserve.perf` and the client README): a table per concurrency level.
 
@@ -44,6 +49,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 from camserve import gallery, perf, render
 from camserve._cli_files import result_line, unique_names, write_result
 from camserve._client import Client
@@ -59,7 +66,7 @@ from camserve._exits import (
     exit_code,
     report,
 )
-from camserve._files import IMAGE_SUFFIXES
+from camserve._files import IMAGE_SUFFIXES, slug
 from camserve._insight import Consistency, FeatureMaps
 from camserve._request import Input
 from camserve._results import ModelInfo
@@ -100,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     describe = sub.add_parser("describe", parents=[common], help="what a model offers: methods, layers, labels")
     describe.add_argument("model")
     describe.add_argument("--json", action="store_true", help="print JSON")
+    filt = sub.add_parser("filters", parents=[common], help="a model's convolution kernels, as a page of pictures")
+    filt.add_argument("model")
+    filt.add_argument("--layer", dest="layers", action="append", help="a Conv2d layer (repeat; default: the first)")
+    filt.add_argument("--max-channels", type=int, help="at most this many kernels per layer (default: all)")
+    filt.add_argument("--out", type=Path, default=Path("camserve-filters"), help="output folder")
+    filt.add_argument("--cmap", choices=render.COLORMAPS, default="inferno")
 
     ex = sub.add_parser("explain", parents=[common], help="explain images; write maps, overlays and a gallery")
     ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
@@ -290,6 +303,23 @@ def _explain(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
+def _filters(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    if args.max_channels is not None and args.max_channels < 1:
+        raise _UsageError("--max-channels must be at least 1")
+    result = client.filters(args.model, layers=args.layers, max_channels=args.max_channels)
+    folder: Path = args.out
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in result.filters:
+        kh, kw = f.kernel_size
+        kind = "RGB tiles" if f.rgb else "spatial profiles"
+        print(f"{f.layer}: {f.out_channels} kernels {f.in_channels}x{kh}x{kw} ({len(f.norms)} shown, {kind})", file=out)
+        for name in ("tiles", "norms", "connections"):
+            np.save(folder / f"{slug(f.layer)}_{name}.npy", getattr(f, name))
+    index = gallery.write_filters(result, folder, cmap=args.cmap)
+    print(f"{len(result.conv_layers)} convolutions in {result.model_name}; wrote {index}", file=out)
+    return EXIT_OK
+
+
 def _describe_text(info: ModelInfo) -> str:
     lines = [
         f"{info.name} (version {info.version or '-'}): {info.kind}, input {info.input_size[0]}x{info.input_size[1]}",
@@ -339,6 +369,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
                 info = client.describe(args.model)
                 print(_describe_json(info) if args.json else _describe_text(info), file=out)
                 return EXIT_OK
+            if args.command == "filters":
+                return _filters(client, args, out)
             if args.command == "perf":
                 return perf.run(args, _connection(args), out, err)
             return _explain(client, args, out, err)

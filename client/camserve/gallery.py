@@ -12,6 +12,7 @@ The pictures are :mod:`camserve.render`'s; this module lays them out and writes 
 
     entries = (gallery.Entry(path.name, path, result) for path, result in zip(paths, results))
     gallery.write(entries, "out")  # out/index.html
+    gallery.write_filters(client.filters("shapes-classifier", layers=["stem.0", "layer2.conv1"]), "out/filters")
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from PIL import Image
 
 from camserve import render
 from camserve._files import slug
+from camserve._filters import Filter, Filters
 from camserve._images import load_rgb
 from camserve._maps import Map, MapKey
 from camserve._results import ExplainResult
 from camserve.errors import CamserveError, InvalidArgument
 
-__all__ = ["Entry", "write"]
+__all__ = ["Entry", "write", "write_filters"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,79 @@ _LEGEND_GRADIENTS = (
     " Gradient images (3-channel input gradients): grey is zero, brighter/darker is positive/negative per colour "
     "channel."
 )
+
+
+def _page(root: Path, title: str, body: str) -> Path:
+    """Writes ``root/index.html`` atomically (a reader never sees a half-written page)."""
+    index = root / "index.html"
+    partial = root / ".index.html.part"
+    partial.write_text(
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n{body}</body></html>\n",
+        encoding="utf-8",
+    )
+    partial.replace(index)
+    return index
+
+
+def write_filters(
+    result: Filters, out_dir: str | Path, *, title: str = "", cmap: str = "inferno", size: int = 48
+) -> Path:
+    """Writes a page of a model's convolution kernels (``client.filters``): ``out_dir/index.html`` + PNGs.
+
+    RGB kernels (a first layer) are shown as they are: grey is a zero weight, each kernel scaled to its own largest
+    |weight|. Deeper kernels are shown per output channel as their spatial profile ``||w[o, :, y, x]||`` (one
+    colour scale for the whole layer, so strong and weak channels compare), with the layer's connection matrix
+    ``||w[o, i]||`` (output channels down, input channels across). Pixels are blocks: a 3x3 kernel is 3x3.
+
+    Raises:
+        InvalidArgument: An unknown ``cmap`` or a bad ``size`` (the tile's longer side in pixels).
+    """
+    render.check_style(cmap=cmap)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidArgument(f"size must be a positive number of pixels, got {size!r}", field="size")
+    root = Path(out_dir)
+    folder = root / "filters"
+    folder.mkdir(parents=True, exist_ok=True)
+    page = _Page(folder, root)
+    sections = [
+        f"<p class='legend'>{len(result.conv_layers)} convolutions in {html.escape(result.model_name)}; "
+        f"shown: {html.escape(', '.join(f.layer for f in result.filters))}.</p>"
+    ]
+    sections += [_filter_section(f, page, cmap, size) for f in result.filters]
+    return _page(root, title or f"{result.model_name}: filters", "\n".join(sections))
+
+
+def _blocks(picture: np.ndarray, size: int) -> Image.Image:
+    """An ``H x W x 3`` uint8 array scaled up by a whole factor so its longer side is about ``size``."""
+    h, w = picture.shape[:2]
+    scale = max(1, size // max(h, w))
+    return Image.fromarray(picture).resize((w * scale, h * scale), Image.Resampling.NEAREST)
+
+
+def _filter_section(f: Filter, page: _Page, cmap: str, size: int) -> str:
+    kh, kw = f.kernel_size
+    shape = f"{f.out_channels} kernels of {f.in_channels}x{kh}x{kw}" + (f", {f.groups} groups" if f.groups > 1 else "")
+    cells = []
+    if f.rgb:
+        pictures = list(f.tile_images())
+    else:
+        peak = float(f.tiles.max()) or 1.0
+        pictures = [render.colorize(t / peak, cmap, normalize=False) for t in f.tiles]
+    for i, picture in enumerate(pictures):
+        caption = f"c{i} · |w| {float(f.norms[i]):.2g}"
+        cells.append(page.figure(_blocks(picture, size), f"{f.layer}_c{i}", caption))
+    what = "kernels as RGB (grey = 0)" if f.rgb else "spatial profile per output channel"
+    out = [f"<section><h2>{html.escape(f.layer)}</h2><p class='preds'>{html.escape(shape)}; {what}</p>"]
+    out.append(f"<div class='row'>{''.join(cells)}</div>")
+    if not f.rgb and f.in_channels > 1:
+        matrix = render.colorize(f.connections, cmap)
+        caption = f"connections: {len(pictures)} output channels x {f.in_channels} inputs"
+        figure = page.figure(_blocks(matrix, 4 * size), f"{f.layer}_connections", caption)
+        out.append(f"<h3>connections</h3><div class='row'>{figure}</div>")
+    out.append("</section>")
+    return "\n".join(out)
 
 
 def write(

@@ -166,6 +166,9 @@ class FakeServer:
     #: Seconds to sleep in each Predictions call.
     delay: float = 0.0
     answer: Answer | None = None
+    #: Answers ``input["filters"]`` calls (None: INVALID_ARGUMENT in band, as a model without convolutions would).
+    filters_answer: Callable[[explain_pb2.FiltersRequest, str], explain_pb2.FiltersResponse] | None = None
+    filters_requests: list[explain_pb2.FiltersRequest] = field(default_factory=list)
     health: str = '{"status": "Healthy"}'
     #: Called at the start of every call (before auth), e.g. to change files the client reads.
     on_call: Callable[[], None] | None = None
@@ -231,6 +234,16 @@ class _Inference(inference_pb2_grpc.InferenceAPIsServiceServicer):
                     grpc.StatusCode.INTERNAL,
                     f"Model not found: {request.model_name}\norg.pytorch.serve.archive.model.ModelNotFoundException",
                 )
+            if "filters" in request.input:
+                wanted = explain_pb2.FiltersRequest.FromString(request.input["filters"])
+                with fake.lock:
+                    fake.filters_requests.append(wanted)
+                reply = explain_pb2.FiltersResponse(model_name=request.model_name, request_id=wanted.request_id)
+                if fake.filters_answer is not None:
+                    reply = fake.filters_answer(wanted, request.model_name)
+                else:
+                    reply.error.code, reply.error.message = "INVALID_ARGUMENT", "the model has no 2-D convolution"
+                return inference_pb2.PredictionResponse(prediction=reply.SerializeToString())
             explain = explain_pb2.ExplainRequest.FromString(request.input["request"])
             with fake.lock:
                 fake.requests.append(explain)
