@@ -12,9 +12,17 @@ Contestant = Callable[[], object]
 
 
 def measure(
-    forward: Contestant, contestants: dict[str, Contestant], rounds: int, warmup: int
+    forward: Contestant,
+    contestants: dict[str, Contestant],
+    rounds: int,
+    warmup: int,
+    sync: Callable[[], None] | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """Median forward time and each contestant's median per-round ratio to it (interleaved, order reversed)."""
+    """Median forward time and each contestant's median per-round ratio to it (interleaved, order reversed).
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock starts and before it stops, so asynchronous
+    devices are timed for the work a call queued.
+    """
     names = list(contestants)
     for _ in range(warmup):
         forward()
@@ -29,8 +37,12 @@ def measure(
         times: dict[str, float] = {}
         for n in order:
             fn = forward if n == "__forward__" else contestants[n]
+            if sync is not None:
+                sync()
             t0 = time.perf_counter()
             fn()
+            if sync is not None:
+                sync()
             times[n] = time.perf_counter() - t0
         fwd_times.append(times["__forward__"])
         for n in names:

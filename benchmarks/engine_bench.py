@@ -10,7 +10,11 @@ predict, so its time includes the plain forward that picks the top-1 class; pyto
 forward; its maps include its cv2 resize to the input, which is its normal output).
 
 Sections: a section is a function that takes the options and yields result rows; decorate it with ``@section(name)``
-to add it (e.g. VAE area maps or EfficientNet-Lite0 later) and select with ``--sections``.
+to add it (e.g. VAE area maps or EfficientNet-Lite0 later) and select with ``--sections``. ``--sections device``
+measures the engine's channels_last / amp variants side by side (``_variants.py``).
+
+On a GPU: ``--device cuda [--amp] [--channels-last]`` (``_device.py``): models and inputs on the GPU, every timing
+bracketed by ``torch.cuda.synchronize``; it refuses to start without CUDA. The libraries always run float32.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from torch import Tensor, nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from _timing import Contestant, measure  # beside this file
+from _device import DeviceOptions, add_device_arguments, device_options, synchronizer  # beside this file
+from _timing import Contestant, measure
 
 from handlers.engine import Explainer
 
@@ -47,6 +52,10 @@ class Options:
     libraries: bool
     sections: list[str]
     only: list[str] = field(default_factory=list)
+    dev: DeviceOptions = field(default_factory=lambda: DeviceOptions(torch.device("cpu")))
+
+    def measure(self, forward: Contestant, contestants: dict[str, Contestant]) -> tuple[float, dict[str, float]]:
+        return measure(forward, contestants, self.rounds, self.warmup, synchronizer(self.dev.device))
 
 
 @dataclass
@@ -97,7 +106,7 @@ def _pgc_per_layer(model: nn.Module, layers: list[nn.Module]) -> Callable[[Tenso
 
     def run(x: Tensor) -> object:
         outputs = cam.activations_and_grads(x)
-        targets = [ClassifierOutputTarget(int(c)) for c in np.argmax(outputs.detach().numpy(), axis=-1)]
+        targets = [ClassifierOutputTarget(int(c)) for c in np.argmax(outputs.detach().cpu().numpy(), axis=-1)]
         model.zero_grad()
         sum(t(o) for t, o in zip(targets, outputs, strict=True)).backward()
         return cam.compute_cam_per_layer(x, targets, False)
@@ -150,10 +159,10 @@ BUNDLE = ("gradcam", "gradcam++", "saliency", "guided_backprop")
 SWEEP = ["layer1", "layer2", "layer3", "layer4"]
 
 
-def _models(name: str) -> tuple[nn.Module, nn.Module, nn.Module]:
+def _models(name: str, dev: DeviceOptions) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Three copies with the same weights: engine, pytorch-grad-cam (trainable, as it calls backward), Captum."""
     torch.manual_seed(0)
-    base = getattr(torchvision.models, name)(weights=None).eval()
+    base = dev.model(getattr(torchvision.models, name)(weights=None).eval())
     for p in base.parameters():
         p.requires_grad_(False)
     pgc_model = copy.deepcopy(base)
@@ -224,19 +233,21 @@ def _classifier_works(
 def classifier_section(opts: Options) -> Iterator[Row]:
     """resnet18/resnet50: each method, the full bundle, a 4-layer sweep and top-5; engine vs libraries."""
     for name in opts.models:
-        model, pgc_model, cap_model = _models(name)
-        ex = Explainer(model, layers="layer4")
+        model, pgc_model, cap_model = _models(name, opts.dev)
+        ex = Explainer(model, layers="layer4", amp=opts.dev.amp, channels_last=opts.dev.channels_last)
         for batch in opts.batches:
-            x = torch.randn(batch, 3, opts.size, opts.size, generator=torch.Generator().manual_seed(batch))
+            x = opts.dev.input(
+                torch.randn(batch, 3, opts.size, opts.size, generator=torch.Generator().manual_seed(batch))
+            )
 
             def forward(model: nn.Module = model, x: Tensor = x) -> object:
-                with torch.inference_mode():
+                with torch.inference_mode(), opts.dev.forward_scope():
                     return model(x)
 
             for work, contestants in _classifier_works(ex, pgc_model, cap_model, x, opts.libraries).items():
                 if opts.only and not any(o in work for o in opts.only):
                     continue
-                fwd_s, ratios = measure(forward, contestants, opts.rounds, opts.warmup)
+                fwd_s, ratios = opts.measure(forward, contestants)
                 row = Row("classifier", name, batch, work, fwd_s, ratios)
                 print(_format(row), flush=True)
                 yield row
@@ -249,7 +260,7 @@ def vae_section(opts: Options) -> Iterator[Row]:
     import vae_bench  # beside this file
 
     model, _ = vae_bench.load_vae()
-    for r in vae_bench.vae_rows(model, opts.batches, opts.rounds, opts.warmup, measure_fn=measure):
+    for r in vae_bench.vae_rows(model, opts.batches, opts.rounds, opts.warmup, measure_fn=opts.measure, dev=opts.dev):
         many = {k: v for k, v in r.ratios.items() if k.endswith("one-region calls")}
         work = r.work + "".join(f"; one call {v / r.ratios['engine']:.2f}x faster than {k}" for k, v in many.items())
         ratios = {k if k.startswith("engine") else f"engine {k}": v for k, v in r.ratios.items()}
@@ -270,7 +281,7 @@ def efficientnet_section(opts: Options) -> Iterator[Row]:
         def forward(self, x: Tensor) -> Tensor:
             return torch.nn.functional.relu6(x)
 
-    model = imagenet.build()
+    model = opts.dev.model(imagenet.build())
     pgc_model = copy.deepcopy(model).requires_grad_(True)
     cap_model = copy.deepcopy(model)
     for parent in list(cap_model.modules()):
@@ -278,7 +289,13 @@ def efficientnet_section(opts: Options) -> Iterator[Row]:
             if isinstance(child, nn.ReLU6):
                 setattr(parent, child_name, ReLU6AsReLU())
     layer = imagenet.DEFAULT_LAYERS[0]
-    ex = Explainer(model, layers=imagenet.DEFAULT_LAYERS, input_size=imagenet.INPUT_SIZE)
+    ex = Explainer(
+        model,
+        layers=imagenet.DEFAULT_LAYERS,
+        input_size=imagenet.INPUT_SIZE,
+        amp=opts.dev.amp,
+        channels_last=opts.dev.channels_last,
+    )
     with Image.open(imagenet.sample_path("cat")) as img:
         cat, _ = imagenet.preprocessor().from_pil(img.convert("RGB"))
     bundle = "bundle: pred+gradcam+gradcam+++guided+guided_gradcam"
@@ -295,10 +312,10 @@ def efficientnet_section(opts: Options) -> Iterator[Row]:
         return gcpp(x), cap_gb(x, top1), cap_ggc(x, top1)
 
     for batch in opts.batches:
-        x = cat.expand(batch, -1, -1, -1).contiguous()
+        x = opts.dev.input(cat.expand(batch, -1, -1, -1))
 
         def forward(x: Tensor = x) -> object:
-            with torch.inference_mode():
+            with torch.inference_mode(), opts.dev.forward_scope():
                 return model(x)
 
         works: dict[str, dict[str, Contestant]] = {
@@ -312,8 +329,26 @@ def efficientnet_section(opts: Options) -> Iterator[Row]:
             works["guided_backprop"]["captum"] = partial(cap_gb, x, None)
             works[bundle]["pytorch-grad-cam+captum"] = partial(libraries, x)
         for work, contestants in works.items():
-            fwd_s, ratios = measure(forward, contestants, opts.rounds, opts.warmup)
+            fwd_s, ratios = opts.measure(forward, contestants)
             row = Row("efficientnet", "effnet-lite0", batch, work, fwd_s, ratios)
+            print(_format(row), flush=True)
+            yield row
+
+
+# ------------------------------------------------------------------------------ device variants (issue 12)
+@section("device")
+def device_section(opts: Options) -> Iterator[Row]:
+    """Each model: the forward and the engine (gradcam; the bundle) in float32 NCHW, channels_last, amp and both,
+    as ratios to the float32 NCHW forward, side by side (``_variants.py``)."""
+    import _variants  # beside this file
+
+    works = {"gradcam": ("gradcam",), "bundle: gradcam+gradcam+++saliency+guided": BUNDLE}
+    sync = synchronizer(opts.dev.device)
+    for name in opts.models:
+        for batch, work, fwd_s, ratios in _variants.variant_rows(
+            name, opts.batches, opts.size, opts.rounds, opts.warmup, works, opts.dev, sync
+        ):
+            row = Row("device", name, batch, work, fwd_s, ratios)
             print(_format(row), flush=True)
             yield row
 
@@ -327,22 +362,24 @@ def _markdown(rows: list[Row], opts: Options, seconds: float) -> str:
     lines = [
         f"Run {datetime.datetime.now().isoformat(timespec='minutes')} on {platform.node()} "
         f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads), input {opts.size}x{opts.size}, {opts.rounds} rounds, "
+        f"{torch.get_num_threads()} threads), device {opts.dev.describe()}, input {opts.size}x{opts.size}, "
+        f"{opts.rounds} rounds, "
         f"load average at end {os.getloadavg()[0]:.1f}, took {seconds:.0f} s.",
         "",
         "| model | batch | work | forward ms | engine | fastest library | libraries / engine |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        libs = {k: v for k, v in r.ratios.items() if not k.startswith("engine")}
+        ours = ("engine", "forward ")  # the engine's variants and the forward's (the device section)
+        libs = {k: v for k, v in r.ratios.items() if not k.startswith(ours)}
         best = min(libs.items(), key=lambda kv: kv[1]) if libs else None
-        engine = r.ratios.get("engine", float("nan"))
-        extra = "; ".join(f"{k} {v:.2f}x" for k, v in r.ratios.items() if k.startswith("engine "))
+        engine = f"{r.ratios['engine']:.2f}x" if "engine" in r.ratios else "-"
+        extra = "; ".join(f"{k} {v:.2f}x" for k, v in r.ratios.items() if k.startswith(("engine ", "forward ")))
         best_s = f"{best[1]:.2f}x ({best[0]})" if best else "-"
-        speed = f"{best[1] / engine:.2f}" if best else "-"
+        speed = f"{best[1] / r.ratios['engine']:.2f}" if best and "engine" in r.ratios else "-"
         work = r.work + (f" [{extra}]" if extra else "")
         fwd = f"{r.forward_s * 1000:.0f}"
-        lines.append(f"| {r.model} | {r.batch} | {work} | {fwd} | {engine:.2f}x | {best_s} | {speed} |")
+        lines.append(f"| {r.model} | {r.batch} | {work} | {fwd} | {engine} | {best_s} | {speed} |")
     return "\n".join(lines) + "\n"
 
 
@@ -365,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", nargs="+", default=[], help="run only rows whose work contains one of these")
     parser.add_argument("--markdown", metavar="FILE", help="also append the table to FILE (e.g. RESULTS.md)")
+    add_device_arguments(parser)
     args = parser.parse_args(argv)
+    dev = device_options(parser, args)
     opts = Options(
         models=["resnet18"] if args.quick else args.models,
         batches=args.batches,
@@ -375,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         libraries=not args.no_libraries,
         sections=args.sections,
         only=args.only,
+        dev=dev,
     )
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -12,6 +12,10 @@ forward, one backward per region slot), and for R > 1 the same maps from R one-r
 plain ``inference_mode`` forward and every contestant once, in an order that reverses every round (ABBA), so drift
 and other processes' load hit all alike; a ratio is the median over rounds of time / that round's forward time. The
 headline is the speedup of one 16-region call over 16 one-region calls (issue 4 asks for >= 2x).
+
+On a GPU: ``--device cuda [--amp] [--channels-last]`` (``_device.py``): the VAE and the images on the GPU, every
+timing bracketed by ``torch.cuda.synchronize``; it refuses to start without CUDA. ``--max-rows`` sets the default
+engine's vmapped backward width (8 suits this CPU; a GPU may prefer more, or ``0`` for no limit).
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from torch import Tensor, nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from _timing import Contestant, measure  # beside this file
+from _device import DeviceOptions, add_device_arguments, device_options, synchronizer  # beside this file
+from _timing import Contestant, measure
 
 from handlers.engine import Box, VAEExplainer
 from model_store.locality import random_boxes
 
-Measure = Callable[[Contestant, dict[str, Contestant], int, int], tuple[float, dict[str, float]]]
+Measure = Callable[[Contestant, dict[str, Contestant]], tuple[float, dict[str, float]]]
 REGION_COUNTS = (1, 4, 16)
 
 
@@ -82,23 +87,29 @@ def vae_rows(
     batches: list[int],
     rounds: int,
     warmup: int,
-    measure_fn: Measure = measure,
+    measure_fn: Measure | None = None,
     variants: dict[str, dict[str, object]] | None = None,
     size: int = 64,
+    dev: DeviceOptions | None = None,
 ) -> list[VaeRow]:
     """Measure every (batch, region count) row; see the module doc."""
+    dev = dev or DeviceOptions(torch.device("cpu"))
+    model = dev.model(model)
+    if measure_fn is None:
+        sync = synchronizer(dev.device)
+        measure_fn = partial(measure, rounds=rounds, warmup=warmup, sync=sync)
     explainers = {
-        label: VAEExplainer(model, input_size=(size, size), **kwargs)  # type: ignore[arg-type]
+        label: VAEExplainer(model, input_size=(size, size), **dev.engine_kwargs(), **kwargs)  # type: ignore[arg-type]
         for label, kwargs in (variants or VARIANTS).items()
     }
     rows: list[VaeRow] = []
     for batch in batches:
-        x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
+        x = dev.input(torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(batch)))
         gen = torch.Generator().manual_seed(100 + batch)
         boxes = [random_boxes(max(REGION_COUNTS), 8, (size, size), gen) for _ in range(batch)]
 
         def forward(x: Tensor = x) -> object:
-            with torch.inference_mode():
+            with torch.inference_mode(), dev.forward_scope():
                 return model(x)
 
         for count in REGION_COUNTS:
@@ -110,7 +121,7 @@ def vae_rows(
                 contestants[f"{count} one-region calls"] = partial(
                     _one_region_calls, explainers["engine"], x, boxes, count
                 )
-            fwd_s, ratios = measure_fn(forward, contestants, rounds, warmup)
+            fwd_s, ratios = measure_fn(forward, contestants)
             row = VaeRow(batch, f"area_saliency, {count} region(s)/image", fwd_s, ratios)
             print(format_row(row), flush=True)
             rows.append(row)
@@ -135,12 +146,21 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="torch threads (0 = torch's default; 1 is steadiest on a busy 2-core host)",
     )
+    parser.add_argument("--max-rows", type=int, default=8, help="the default engine's max_rows (0 = no limit)")
+    add_device_arguments(parser)
     args = parser.parse_args(argv)
+    dev = device_options(parser, args)
+    if args.max_rows < 0:
+        parser.error(f"--max-rows must be >= 0, got {args.max_rows}")
     if args.threads:
         torch.set_num_threads(args.threads)
     model, what = load_vae()
-    print(f"{what}, torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
-    vae_rows(model, args.batches, args.rounds, args.warmup)
+    print(
+        f"{what} on {dev.describe()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
+    variants = {**VARIANTS, "engine": {"max_rows": args.max_rows or None}}
+    vae_rows(model, args.batches, args.rounds, args.warmup, variants=variants, dev=dev)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -295,6 +295,7 @@ def torchvision_config(arch: str, weights_name: str) -> dict[str, Any]:
             "default_layers": [],
             "limits": dict(_LIMITS),
             "amp": False,
+            "channels_last": False,
         },
     }
 

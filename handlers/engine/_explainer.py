@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
@@ -74,8 +73,10 @@ class Explainer(GradientRunner):
         model: The classifier; its output must be ``[B, classes]`` logits unless a callable target is used.
         layers: Default layer(s) for CAM-family methods by dotted module name; ``None`` = automatic choice.
         labels: Class names, by index (sequence) or id (mapping), used in :class:`Prediction`.
-        amp: Run the forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU); maps are float32.
+        amp: Run the forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU); maps are float32 (see
+            :class:`~handlers.engine._runner.GradientRunner` for where float32 is kept).
         input_size: ``(H, W)`` for the probe pass that lists candidate layers and picks the automatic one.
+        channels_last: Copy the images to the device as ``torch.channels_last`` (pair it with a channels-last model).
 
     Raises:
         InvalidArgumentError: Bad arguments.
@@ -89,13 +90,14 @@ class Explainer(GradientRunner):
         labels: Sequence[str] | Mapping[int, str] | None = None,
         amp: bool = False,
         input_size: tuple[int, int] | None = None,
+        *,
+        channels_last: bool = False,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, amp=amp, channels_last=channels_last)
         self._layers = self._parse_layers(layers) if layers is not None else None
         if self._layers is not None and not self._layers:
             raise InvalidArgumentError("layers is empty; pass None for the automatic choice", field="layers")
         self._labels = labels
-        self._amp = bool(amp)
         size = input_size if input_size is not None else (224, 224)
         if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
             raise InvalidArgumentError(f"input_size must be (H, W) positive ints, got {input_size!r}")
@@ -232,12 +234,6 @@ class Explainer(GradientRunner):
             layers = call_layers if call_layers else self.default_layers
         return spec, layers
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
-        if not self._amp:
-            return contextlib.nullcontext()
-        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        return torch.autocast(device_type=device.type, dtype=dtype)
-
     def _run(
         self,
         images: Tensor,
@@ -263,7 +259,7 @@ class Explainer(GradientRunner):
         with self._batch_scope(images, grad_enabled) as x:
             if rules:
                 x.requires_grad_(True)
-            with capture_outputs(modules, as_leaf=True) as captured, self._autocast(x.device):
+            with capture_outputs(modules, as_leaf=True) as captured, self._autocast():
                 output = self._model(x)
             if not isinstance(output, Tensor):
                 raise InvalidArgumentError(
@@ -283,14 +279,14 @@ class Explainer(GradientRunner):
                 ctx = BatchContext(input_hw, captured, layouts, layer_grads, input_grads, head=head)
                 results = ctx.maps(methods, layers)
                 predictions = self._predictions(output.detach().float(), top_predictions)
-                chosen_features: list[tuple[FeatureMap, ...]] = [() for _ in targets.per_image]
-                if features is not None:
+                chosen_features: list[tuple[FeatureMap, ...]] = [() for _ in range(int(images.shape[0]))]
+                if features is not None:  # after the maps: reading the ranks syncs with the device
                     chosen_features = select_feature_maps(
                         features[0],
                         feature_layers,
                         {n: ctx.activation(n) for n in feature_layers},
                         {n: ctx.layer_gradient(n) for n in feature_layers} if graded else {},
-                        targets.per_image,
+                        targets.per_image(),
                     )
         return self._assemble(results, targets, predictions, input_hw, chosen_features)
 
@@ -329,7 +325,7 @@ class Explainer(GradientRunner):
         features: list[tuple[FeatureMap, ...]],
     ) -> list[Explanation]:
         out: list[Explanation] = []
-        for i, ids in enumerate(targets.per_image):
+        for i, ids in enumerate(targets.per_image()):
             maps = {
                 MapKey(method, layer, target): r[j, i]
                 for (method, layer), r in results.items()

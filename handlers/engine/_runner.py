@@ -5,6 +5,8 @@ and a subclass says only what is different. :class:`~handlers.engine.Explainer` 
 :class:`~handlers.engine.VAEExplainer` the regions of a reconstruction; both get from :class:`GradientRunner`:
 
 * the model, its device and dtype, and the checks of images, method names and layer names;
+* the device options: the images' host-to-device copy (pinned, non-blocking: :mod:`handlers.engine._device`), their
+  memory format (``channels_last``) and the autocast scope of the forward (``amp``);
 * the scope of one batch (:meth:`GradientRunner._batch_scope`): the model frozen in eval mode and restored in
   ``finally``, autograd on even under the caller's ``inference_mode`` (off when no method needs a gradient), the
   linear shortcuts, and a fresh input tensor;
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import Node
 
+from handlers.engine._device import autocast, to_device
 from handlers.engine._hooks import frozen_eval, relu_rule
 from handlers.engine._layers import input_channels, resolve_layers
 from handlers.engine._linear import linear_shortcuts
@@ -149,17 +152,36 @@ class GradientRunner:
     Args:
         model: The explained model, used as given (already on its device) and left exactly as found.
         default_dtype: The input dtype for a model without floating parameters (``None`` = keep the images' dtype).
+        amp: Run the forward under ``torch.autocast`` (:func:`~handlers.engine._device.amp_dtype`: float16 on CUDA,
+            bfloat16 on the CPU). Gradients come back in that dtype; the methods upcast every activation and
+            gradient to float32 before they weigh, square or sum them (:class:`~handlers.engine._context.
+            BatchContext`), so maps are float32.
+        channels_last: Copy the images to the device in ``torch.channels_last`` (NHWC). Pair it with a model whose
+            weights are channels-last (``model.to(memory_format=torch.channels_last)``, the owner's choice: the
+            engine never changes the model).
 
     Raises:
-        InvalidArgumentError: ``model`` is not an ``nn.Module``.
+        InvalidArgumentError: ``model`` is not an ``nn.Module``, or ``amp`` / ``channels_last`` are not bools.
     """
 
-    def __init__(self, model: nn.Module, *, default_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        default_dtype: torch.dtype | None = None,
+        amp: bool = False,
+        channels_last: bool = False,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        for name, value in (("amp", amp), ("channels_last", channels_last)):
+            if not isinstance(value, bool):
+                raise InvalidArgumentError(f"{name} must be True or False, got {value!r}", field=name)
         self._model = model
         self._in_channels = input_channels(model)
         self._default_dtype = default_dtype
+        self._amp = amp
+        self._memory_format = torch.channels_last if channels_last else torch.preserve_format
 
     @property
     def model(self) -> nn.Module:
@@ -171,13 +193,31 @@ class GradientRunner:
         """The model's device (where inputs go and maps stay)."""
         return module_device(self._model)
 
+    @property
+    def amp(self) -> bool:
+        """Whether the forward runs under autocast."""
+        return self._amp
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether images go to the device in ``torch.channels_last``."""
+        return self._memory_format == torch.channels_last
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        """The forward's mixed-precision scope (nothing unless ``amp``)."""
+        return autocast(self.device, self._amp)
+
     # ----------------------------------------------------------------------------------------------- checks
     def _parse_layers(self, layers: str | Sequence[str]) -> tuple[str, ...]:
         names = (layers,) if isinstance(layers, str) else tuple(layers)
         return tuple(resolve_layers(self._model, names))
 
     def _check_images(self, images: Tensor) -> Tensor:
-        """``images`` checked as a finite ``[B, C, H, W]`` float batch, on the model's device and dtype."""
+        """``images`` checked as a finite ``[B, C, H, W]`` float batch, on the model's device, dtype and memory format.
+
+        The checks read the images where the caller keeps them: host images (the served path) are checked on the
+        host, before their one non-blocking copy to the device, so the device is never waited for here.
+        """
         if not isinstance(images, Tensor):
             raise InvalidArgumentError(f"images must be a tensor, got {type(images).__name__}", field="images")
         if images.ndim != 4:
@@ -193,7 +233,7 @@ class GradientRunner:
         if not bool(torch.isfinite(images).all()):
             raise InvalidArgumentError("images contain NaN or infinite values", field="images")
         dtype = module_dtype(self._model, self._default_dtype or images.dtype)
-        return images.to(device=self.device, dtype=dtype)
+        return to_device(images, self.device, dtype=dtype, memory_format=self._memory_format)
 
     @staticmethod
     def _check_methods(methods: str | Sequence[str], get: Callable[[str], M]) -> list[M]:

@@ -4,6 +4,10 @@ A request names targets per image (top-1, top-k, class ids, ragged lists) or giv
 model output to one scalar per sample. Either way the engine differentiates one output tensor ``Y`` with a stack of
 ``k`` gradient seeds ``[k, *Y.shape]`` (one-hot rows for classes, zero rows where an image has fewer targets), so
 all targets share one batched backward instead of a Python loop.
+
+Top-k targets stay on the device: the class ids are the logits' top-k indices, seeded without reading them on the
+host, so the backward passes are queued right behind the forward; :meth:`ResolvedTargets.per_image` reads them
+once, after the maps (the engine's one device-to-host read per batch besides the predictions).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TypeGuard
 import torch
 from torch import Tensor
 
+from handlers.engine._device import to_device
 from handlers.engine._result import CUSTOM_TARGET
 from handlers.engine.errors import InternalError, InvalidArgumentError
 
@@ -54,16 +59,31 @@ class ResolvedTargets:
     """Targets after the forward pass.
 
     Attributes:
-        per_image: The target ids of each image, in request order (``CUSTOM_TARGET`` for a callable).
-        ids: ``[k, B]`` long tensor of class ids, ``-1`` padding (class targets only, else ``None``).
+        known: The target ids of each image when the host knows them (class ids, a callable), ``None`` for top-k.
+        ids: ``[k, B]`` long tensor of class ids on the output's device, ``-1`` padding (class targets only, else
+            ``None``).
         output: The tensor to differentiate: logits ``[B, K]``, or the callable's scores ``[B]``.
         seeds: ``[k, *output.shape]`` gradient seeds, one backward per row.
+        counts: The number of targets of each image.
     """
 
-    per_image: tuple[tuple[int, ...], ...]
+    known: tuple[tuple[int, ...], ...] | None
     ids: Tensor | None
     output: Tensor
     seeds: Tensor
+    counts: tuple[int, ...]
+
+    def per_image(self) -> tuple[tuple[int, ...], ...]:
+        """The target ids of each image, in request order (``CUSTOM_TARGET`` for a callable).
+
+        For top-k targets this reads the ids from the device (a host synchronisation): call it after the passes.
+        """
+        if self.known is not None:
+            return self.known
+        if self.ids is None:
+            raise InternalError("resolved targets have neither host ids nor a device table")
+        columns = self.ids.t().tolist()
+        return tuple(tuple(col[:n]) for col, n in zip(columns, self.counts, strict=True))
 
     @property
     def k(self) -> int:
@@ -137,34 +157,40 @@ def resolve_targets(spec: TargetSpec, output: Tensor, *, differentiate: bool = T
         if differentiate and not scores.requires_grad:
             raise InvalidArgumentError("target callable returned a tensor that does not depend on the model output")
         seeds = torch.ones((1, batch), dtype=scores.dtype, device=scores.device)
-        return ResolvedTargets(((CUSTOM_TARGET,),) * batch, None, scores, seeds)
+        return ResolvedTargets(((CUSTOM_TARGET,),) * batch, None, scores, seeds, (1,) * batch)
 
     if output.ndim != 2:
         raise InvalidArgumentError(
             f"class targets need [batch, classes] logits, the model returned {tuple(output.shape)}; use a callable"
         )
     n_classes = output.shape[1]
+    known: tuple[tuple[int, ...], ...] | None = None
     if spec.top_k is not None:
-        if max(spec.top_k) > n_classes:
-            raise InvalidArgumentError(f"top_k {max(spec.top_k)} exceeds the {n_classes} classes", field="top_k")
-        order = output.detach().topk(max(spec.top_k), dim=1).indices.tolist()
-        per_image = tuple(tuple(order[i][:k]) for i, k in enumerate(spec.top_k))
+        k = max(spec.top_k)
+        if k > n_classes:
+            raise InvalidArgumentError(f"top_k {k} exceeds the {n_classes} classes", field="top_k")
+        table = output.detach().topk(k, dim=1).indices.t()
+        if min(spec.top_k) < k:  # ragged: pad the slots past each image's own k with -1
+            past = torch.arange(k).unsqueeze(1) >= torch.tensor(spec.top_k).unsqueeze(0)
+            table = table.masked_fill(to_device(past, output.device), -1)
+        counts = spec.top_k
     else:
         if spec.classes is None:
             raise InternalError("target spec has neither top_k, classes nor a callable")
-        per_image = spec.classes
-        for i, ids in enumerate(per_image):
+        known = spec.classes
+        for i, ids in enumerate(known):
             bad = [c for c in ids if not 0 <= c < n_classes]
             if bad:
                 raise InvalidArgumentError(
                     f"targets[{i}] has class ids {bad} outside [0, {n_classes})", field="targets"
                 )
-    k = max(len(ids) for ids in per_image)
-    table = torch.full((k, batch), -1, dtype=torch.long)
-    for i, ids in enumerate(per_image):
-        table[: len(ids), i] = torch.tensor(ids, dtype=torch.long)
-    table = table.to(output.device)
+        counts = tuple(len(ids) for ids in known)
+        k = max(counts)
+        host = torch.full((k, batch), -1, dtype=torch.long)
+        for i, ids in enumerate(known):
+            host[: len(ids), i] = torch.tensor(ids, dtype=torch.long)
+        table = to_device(host, output.device)
     seeds = torch.zeros((k, *output.shape), dtype=output.dtype, device=output.device)
     valid = table >= 0
     seeds.scatter_(2, table.clamp(min=0).unsqueeze(2), valid.unsqueeze(2).to(output.dtype))
-    return ResolvedTargets(per_image, table, output, seeds)
+    return ResolvedTargets(known, table, output, seeds, counts)

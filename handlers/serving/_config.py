@@ -63,7 +63,10 @@ class ServingConfig:
         default_methods: Methods used when a request names none; empty means the engine's applicable methods.
         default_layers: Layers used when a request names none; empty means the engine's automatic choice.
         limits: Per-request limits.
-        amp: Run the engine under autocast (GPU only).
+        amp: Run the model's forward under autocast: float16 on a GPU, bfloat16 on the CPU (slower than float32 on
+            CPUs without native bfloat16, so off by default; see ``handlers/serving/README.md``).
+        channels_last: Keep the model's weights and the images in ``torch.channels_last`` (NHWC): faster convolutions
+            on GPUs with tensor cores (notably under ``amp``); measured on this CPU in ``benchmarks/RESULTS.md``.
     """
 
     kind: Kind
@@ -78,6 +81,7 @@ class ServingConfig:
     default_layers: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     amp: bool = False
+    channels_last: bool = False
 
 
 _KEYS: Final = frozenset(
@@ -94,6 +98,7 @@ _KEYS: Final = frozenset(
         "default_layers",
         "limits",
         "amp",
+        "channels_last",
     }
 )
 _LIMIT_KEYS: Final = frozenset(Limits.__dataclass_fields__)
@@ -197,9 +202,10 @@ def parse_config(model_yaml_config: Mapping[str, Any] | None) -> ServingConfig:
             raise _fail("labels", "must be a non-empty list of strings or null")
         labels = tuple(labels_raw)
 
-    amp = raw.get("amp", False)
-    if not isinstance(amp, bool):
-        raise _fail("amp", f"must be true or false, got {amp!r}")
+    amp, channels_last = (raw.get(key, False) for key in ("amp", "channels_last"))
+    for key, value in (("amp", amp), ("channels_last", channels_last)):
+        if not isinstance(value, bool):
+            raise _fail(key, f"must be true or false, got {value!r}")
 
     return ServingConfig(
         kind=kind,
@@ -214,4 +220,5 @@ def parse_config(model_yaml_config: Mapping[str, Any] | None) -> ServingConfig:
         default_layers=_names(raw.get("default_layers"), "default_layers"),
         limits=_limits(raw.get("limits")),
         amp=amp,
+        channels_last=channels_last,
     )

@@ -143,6 +143,10 @@ class ExplainHandler(ABC, Generic[EngineT]):
     def initialize(self, context: Any) -> None:
         """Reads the model config, picks the device, builds the model and the engine (once per worker).
 
+        The device is ``cuda:<gpu_id>`` when TorchServe assigned the worker a GPU (``system_properties["gpu_id"]``)
+        and CUDA is usable, else the CPU (:func:`~handlers.serving.select_device`). With ``channels_last`` the model's
+        weights are converted to NHWC here, once.
+
         Raises:
             CamserveError: A bad ``camserve`` config section, weights file or engine setup; TorchServe then reports
                 the model as failed to load, with this message in the worker log.
@@ -156,6 +160,8 @@ class ExplainHandler(ABC, Generic[EngineT]):
         device = select_device(properties.get("gpu_id"))
         model, labels = self.build_model(config, Path(properties.get("model_dir") or "."))
         model = model.to(device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         preprocessor = Preprocessor(config.input_size, config.resize, config.mean, config.std)
         caps = self.load_engine(model, labels, config, device)
         manifest = getattr(context, "manifest", None) or {}

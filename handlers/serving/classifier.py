@@ -36,6 +36,7 @@ class ClassifierHandler(ExplainHandler[Explainer]):
             labels=list(labels) if labels is not None else None,
             amp=config.amp,
             input_size=config.input_size,
+            channels_last=config.channels_last,
         )
         methods = explainer.methods
         defaults = default_methods(config.default_methods, methods, FALLBACK_DEFAULT_METHODS)
@@ -80,7 +81,7 @@ class ClassifierHandler(ExplainHandler[Explainer]):
 
     def explain_group(self, parsed: ParsedRequest, images: Sequence[ImageInput]) -> list[Explanation]:
         """One engine call for the group, with each image's own targets."""
-        batch = torch.stack([image.pixels for image in images]).to(self.loaded.device)
+        batch = torch.stack([image.pixels for image in images])  # the engine copies it to the device (pinned)
         layers = parsed.layers or None
         top = parsed.output.top_predictions
         top_k: list[int] | None = None

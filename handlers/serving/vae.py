@@ -43,15 +43,19 @@ class VAEHandler(ExplainHandler[VAEExplainer]):
         """Builds the :class:`VAEExplainer`, keeps the encoder layers every layer method can use, measures map sizes.
 
         Raises:
-            InvalidArgumentError: Config keys that do not apply to a VAE (``labels``, ``amp``), default methods or
+            InvalidArgumentError: Config keys that do not apply to a VAE (``labels``), default methods or
                 layers the model cannot run, or a reconstruction whose size differs from the input (regions are
                 validated in input coordinates).
         """
         if config.labels is not None:
             raise InvalidArgumentError("a VAE has no classes; set labels: null", field="camserve.labels")
-        if config.amp:
-            raise InvalidArgumentError("the VAE engine has no autocast mode; set amp: false", field="camserve.amp")
-        explainer = VAEExplainer(model, layers=config.default_layers or None, input_size=config.input_size)
+        explainer = VAEExplainer(
+            model,
+            layers=config.default_layers or None,
+            input_size=config.input_size,
+            amp=config.amp,
+            channels_last=config.channels_last,
+        )
         if explainer.output_size() != config.input_size:
             raise InvalidArgumentError(
                 f"the reconstruction is {explainer.output_size()} for input {config.input_size}; regions need equal "
@@ -101,7 +105,7 @@ class VAEHandler(ExplainHandler[VAEExplainer]):
 
     def explain_group(self, parsed: ParsedRequest, images: Sequence[ImageInput]) -> Sequence[VAEExplanation]:
         """One engine call for the group, with each image's own regions (the reconstruction is always returned)."""
-        batch = torch.stack([image.pixels for image in images]).to(self.loaded.device)
+        batch = torch.stack([image.pixels for image in images])  # the engine copies it to the device (pinned)
         regions = [[_engine_region(r) for r in image.regions] for image in images]
         return self.explainer.explain(batch, parsed.methods, regions=regions, layers=parsed.layers or None)
 

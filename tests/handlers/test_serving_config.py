@@ -46,12 +46,14 @@ def test_full_section() -> None:
             default_layers=["layer4"],
             limits={"max_images": 2, "max_response_bytes": 1000},
             amp=True,
+            channels_last=True,
         )
     )
     assert config.weights == "resnet50.pt" and config.input_size == (224, 224) and config.resize == 256
     assert config.labels == ("a", "b") and config.default_methods == ("gradcam",)
     assert config.limits.max_images == 2 and config.limits.max_response_bytes == 1000
     assert config.limits.max_top_k == Limits().max_top_k and config.amp is True
+    assert config.channels_last is True and parse_config(minimal()).channels_last is False
 
 
 @pytest.mark.parametrize(
@@ -80,6 +82,7 @@ def test_full_section() -> None:
         (minimal(limits={"max_imgs": 3}), "camserve.limits", "unknown keys"),
         (minimal(limits=5), "camserve.limits", "mapping"),
         (minimal(amp="yes"), "camserve.amp", "true or false"),
+        (minimal(channels_last=1), "camserve.channels_last", "true or false"),
     ],
 )
 def test_bad_sections_name_the_key(yaml_config: Any, field: str, pattern: str) -> None:

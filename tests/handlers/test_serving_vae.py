@@ -83,7 +83,6 @@ def test_the_archive_config_loads(vae_model_dir: Path) -> None:
     [
         ({"kind": "classifier"}, "camserve.kind"),
         ({"labels": ["a", "b"]}, "camserve.labels"),
-        ({"amp": True}, "camserve.amp"),
         ({"default_methods": ["gradcam"]}, "camserve.default_methods"),
         ({"default_layers": ["to_logvar"]}, "camserve.default_layers"),
         ({"input_size": [60, 60], "resize": 60}, "camserve.input_size"),  # the reconstruction would be 56x56

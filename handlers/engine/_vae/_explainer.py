@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from handlers.engine._context import BatchContext
+from handlers.engine._device import to_device
 from handlers.engine._grid import layouts_of
 from handlers.engine._hooks import capture_outputs
 from handlers.engine._layers import resolve_layers
@@ -81,6 +82,9 @@ class VAEExplainer(GradientRunner):
             ``max(1, max_rows // B)`` regions share one call; ``None`` = all regions in one call. On a 2-core CPU,
             vmapped backward passes wider than ~8 rows were slower per row than narrower ones (cache), see the
             benchmark; on a GPU a larger value (or ``None``) fits better.
+        amp: Run the encoder and decoder under ``torch.autocast`` (float16 on CUDA, bfloat16 on the CPU); maps and
+            reconstructions are float32.
+        channels_last: Copy the images to the device as ``torch.channels_last`` (pair it with a channels-last model).
 
     Raises:
         InvalidArgumentError: Bad arguments, or a model without encode/decode.
@@ -97,8 +101,10 @@ class VAEExplainer(GradientRunner):
         input_size: tuple[int, int] = (64, 64),
         strategy: Strategy = "batched",
         max_rows: int | None = 8,
+        amp: bool = False,
+        channels_last: bool = False,
     ) -> None:
-        super().__init__(model, default_dtype=torch.float32)
+        super().__init__(model, default_dtype=torch.float32, amp=amp, channels_last=channels_last)
         self._adapter = VAEAdapter(model, encode, decode)
         if not _is_strategy(strategy):
             raise InvalidArgumentError(f"strategy must be one of {STRATEGIES}, got {strategy!r}", field="strategy")
@@ -260,19 +266,19 @@ class VAEExplainer(GradientRunner):
         replicate = self._strategy == "replicate" and region_grads
         device = images.device
         if replicate:
-            rows = torch.repeat_interleave(torch.arange(batch), torch.tensor(counts)).to(device)
+            rows = to_device(torch.repeat_interleave(torch.arange(batch), torch.tensor(counts)), device)
         else:
             rows = torch.arange(batch, device=device)
         # Row of each image's first copy (its reconstruction and activations), and each row's region slot.
         offsets = [sum(counts[:i]) for i in range(batch)] if replicate else list(range(batch))
-        first = torch.tensor(offsets, device=device)
+        first = to_device(torch.tensor(offsets), device)
         modules = resolve_layers(self._model, layers) if layers else {}
         with self._batch_scope(images, region_grads or "latent_grad" in needs) as x:
             if replicate:
                 x = x[rows]
             if rules:
                 x.requires_grad_(True)
-            with capture_outputs(modules, as_leaf=True) as captured:
+            with capture_outputs(modules, as_leaf=True) as captured, self._autocast():
                 mu, logvar = self._adapter.encode(x)
             layouts = layouts_of(modules, captured, input_hw, not_run="is not run by the encoder")
             if noise is None:
@@ -282,8 +288,9 @@ class VAEExplainer(GradientRunner):
                     raise InvalidArgumentError(
                         f"mu is {tuple(mu.shape[1:])} but the probe saw {tuple(noise.shape[1:])}"
                     )
-                z = mu + torch.exp(0.5 * logvar) * noise.to(device=mu.device, dtype=mu.dtype)[rows]
-            recon = self._adapter.decode(z)
+                z = mu + torch.exp(0.5 * logvar) * to_device(noise, mu.device, dtype=mu.dtype)[rows]
+            with self._autocast():
+                recon = self._adapter.decode(z)
             latent_grads: Mapping[str, Tensor] = {}
             passes = plan_passes(x, captured, layers, needs)
             if "latent_grad" in needs:

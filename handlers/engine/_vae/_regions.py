@@ -16,6 +16,7 @@ from typing import TypeAlias, TypeGuard
 import torch
 from torch import Tensor
 
+from handlers.engine._device import to_device
 from handlers.engine.errors import InvalidArgumentError
 
 __all__ = [
@@ -232,4 +233,4 @@ def region_masks(
             out[r, 0, region.y0 : region.y1, region.x0 : region.x1] = 1
         else:
             out[r, 0] = region.data.to(device="cpu", dtype=dtype)
-    return out.to(device)
+    return to_device(out, device)
