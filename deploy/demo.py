@@ -18,6 +18,8 @@ then prints what it wrote and how to call the server yourself. Models the server
 ``out/insight/index.html`` looks inside ``shapes-classifier`` for three of the images: the eight channels of
 ``layer1`` and ``layer3`` that Grad-CAM weights most for the top class (feature maps), and the consistency check of
 Grad-CAM and saliency under a flip, a shift and a rotation (maps mapped back, Spearman's rho and top-10% IoU).
+``out/filters/index.html`` shows its convolution kernels: the stem's as RGB tiles, two deeper layers' as spatial
+profiles and connection matrices.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ IMAGENET = "imagenet-efficientnet-lite0"
 CLASSIFIER_METHODS = ("gradcam", "gradcam++", "saliency", "guided_backprop")
 INSIGHT_METHODS = ("gradcam", "saliency")
 INSIGHT_LAYERS = ("layer1", "layer3")
+FILTER_LAYERS = ("stem.0", "layer1.conv1", "layer3.conv2")
 IMAGENET_METHODS = ("gradcam", "gradcam++", "guided_backprop", "guided_gradcam")
 TIMEOUT = 300.0  # s per call: the first call of a worker on a busy CPU is slow
 
@@ -171,6 +174,8 @@ def run(address: str, key_file: Path | None, served: Sequence[str], out: Path) -
             rows = list(zip(paths, results, strict=True))
             written.append(summary_picture(rows, CLASSIFIER_METHODS, out / f"{CLASSIFIER}.png", 160))
             written.append(insight_page(client, paths[:3], out / "insight"))
+            kernels = client.filters(CLASSIFIER, layers=FILTER_LAYERS)
+            written.append(gallery.write_filters(kernels, out / "filters", title=f"{CLASSIFIER}: filters"))
         if VAE in served:
             rows_vae = []
             inputs = []

@@ -80,3 +80,21 @@ def test_insight_on_a_vae_is_invalid(caller: Caller) -> None:
     msg.feature_maps.top_n = 2
     err = caller.explain(msg, VAE).error
     assert (err.code, err.field) == ("INVALID_ARGUMENT", "feature_maps")
+
+
+def test_served_filters_equal_the_engines_through_the_gateway(caller: Caller, engine: Any) -> None:
+    from handlers.engine import conv_layers, filters
+
+    wanted = explain_pb2.FiltersRequest(layers=["stem.0", "layer3.conv2"], max_channels=12, request_id="f")
+    reply = caller.raw(CLASSIFIER, {"filters": wanted.SerializeToString()})
+    got = explain_pb2.FiltersResponse.FromString(reply.prediction)
+    assert not got.error.code, got.error
+    assert got.request_id == "f" and list(got.conv_layers) == list(conv_layers(engine.model))
+    mine = filters(engine.model, ["stem.0", "layer3.conv2"], 12)
+    for served, local in zip(got.filters, mine, strict=True):
+        assert (served.layer, served.rgb, served.out_channels) == (local.layer, local.rgb, local.out_channels)
+        np.testing.assert_array_equal(as_array(served.tiles), local.tiles.numpy())
+        np.testing.assert_array_equal(as_array(served.connections), local.connections.numpy())
+    bad = caller.raw(CLASSIFIER, {"filters": explain_pb2.FiltersRequest(layers=["fc"]).SerializeToString()})
+    err = explain_pb2.FiltersResponse.FromString(bad.prediction).error
+    assert (err.code, err.field) == ("INVALID_ARGUMENT", "layers[0]")
