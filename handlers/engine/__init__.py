@@ -36,6 +36,7 @@ from handlers.engine._vae import (
     register_vae_method,
     vae_methods,
 )
+from handlers.engine._visualize import Visualization, VisualizeSpec, visualize
 from handlers.engine.errors import (
     CamserveError,
     InternalError,
@@ -82,6 +83,8 @@ __all__ = [
     "VAEExplanation",
     "VAEMethod",
     "VAEModel",
+    "Visualization",
+    "VisualizeSpec",
     "available_methods",
     "check_region",
     "conv_layers",
@@ -94,4 +97,5 @@ __all__ = [
     "register_method",
     "register_vae_method",
     "vae_methods",
+    "visualize",
 ]
