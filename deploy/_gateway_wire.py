@@ -19,9 +19,9 @@ class Refused(Exception):
         self.details = details
 
 
-#: Input keys a camserve handler reads: the ExplainRequest, a FiltersRequest, or a raw image as TorchServe's own
-#: clients send it.
-INPUT_KEYS: Final = ("request", "filters", "data", "body")
+#: Input keys a camserve handler reads: the ExplainRequest, a FiltersRequest or VisualizeRequest, or a raw image as
+#: TorchServe's own clients send it.
+INPUT_KEYS: Final = ("request", "filters", "visualize", "data", "body")
 
 
 def check_envelope(request: bytes) -> str:

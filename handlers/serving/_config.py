@@ -35,6 +35,8 @@ class Limits:
         max_response_bytes: Upper bound for one encoded response; keep it below TorchServe's
             ``max_response_size`` (the worker is killed above that).
         max_feature_maps: Feature maps per image (layers x top_n, times the targets for Grad-CAM ranking).
+        max_visualize_steps: Steps of one activation-maximisation request.
+        max_visualize_ms: Wall time of one activation-maximisation request (it holds its worker that long).
     """
 
     max_images: int = 16
@@ -44,6 +46,8 @@ class Limits:
     max_pixels: int = 40_000_000
     max_response_bytes: int = 6_000_000
     max_feature_maps: int = 256
+    max_visualize_steps: int = 500
+    max_visualize_ms: int = 2000
 
 
 @dataclass(frozen=True)

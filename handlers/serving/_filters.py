@@ -13,14 +13,13 @@ from typing import Any, Final
 
 import torch
 from camserve_proto.camserve.v1 import explain_pb2
-from google.protobuf.message import DecodeError
 from torch import nn
 
 from handlers.engine import FilterView, conv_layers, filters
 from handlers.engine.errors import InvalidArgumentError, ResourceExhaustedError
 from handlers.serving._encode import error_message
 from handlers.serving._parse import MAX_ID_LENGTH
-from handlers.serving._routing import FILTERS_KEY, check_deadline
+from handlers.serving._routing import FILTERS_KEY, check_deadline, direct_message
 
 __all__ = ["answer_filters", "filters_error"]
 
@@ -44,16 +43,7 @@ def _size(views: list[FilterView], names: tuple[str, ...]) -> int:
 
 
 def _request(row: Mapping[str, Any]) -> explain_pb2.FiltersRequest:
-    raw = row[FILTERS_KEY]
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8")
-    if not isinstance(raw, bytes | bytearray | memoryview):
-        raise InvalidArgumentError(f"filters must be FiltersRequest bytes, got {type(raw).__name__}", field="filters")
-    msg = explain_pb2.FiltersRequest()
-    try:
-        msg.ParseFromString(bytes(raw))
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise InvalidArgumentError("the input is not a valid camserve.v1.FiltersRequest", field="filters") from exc
+    msg = direct_message(row, FILTERS_KEY, explain_pb2.FiltersRequest)
     if len(msg.request_id) > MAX_ID_LENGTH:
         raise InvalidArgumentError(f"request_id is longer than {MAX_ID_LENGTH} characters", field="request_id")
     return msg

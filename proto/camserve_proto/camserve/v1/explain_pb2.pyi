@@ -401,3 +401,65 @@ class FiltersResponse(_message.Message):
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     conv_layers: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., conv_layers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LayerChannel(_message.Message):
+    __slots__ = ("layer", "channel")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    channel: int
+    def __init__(self, layer: _Optional[str] = ..., channel: _Optional[int] = ...) -> None: ...
+
+class VisualizeRequest(_message.Message):
+    __slots__ = ("class_id", "class_name", "channel", "steps", "learning_rate", "l2_decay", "jitter", "blur_every", "blur_sigma", "seed", "deadline_ms", "init", "request_id")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    L2_DECAY_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    BLUR_EVERY_FIELD_NUMBER: _ClassVar[int]
+    BLUR_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    class_name: str
+    channel: LayerChannel
+    steps: int
+    learning_rate: float
+    l2_decay: float
+    jitter: int
+    blur_every: int
+    blur_sigma: float
+    seed: int
+    deadline_ms: int
+    init: Tensor
+    request_id: str
+    def __init__(self, class_id: _Optional[int] = ..., class_name: _Optional[str] = ..., channel: _Optional[_Union[LayerChannel, _Mapping]] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., l2_decay: _Optional[float] = ..., jitter: _Optional[int] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., seed: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., init: _Optional[_Union[Tensor, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class VisualizeResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "request_id", "error", "image", "scores", "steps", "stopped", "elapsed_ms", "predictions")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    request_id: str
+    error: Error
+    image: Tensor
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    steps: int
+    stopped: str
+    elapsed_ms: float
+    predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., image: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Iterable[float]] = ..., steps: _Optional[int] = ..., stopped: _Optional[str] = ..., elapsed_ms: _Optional[float] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ...) -> None: ...
