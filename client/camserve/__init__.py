@@ -20,6 +20,7 @@ from camserve._insight import Agreement, Consistency, FeatureMap, FeatureMaps
 from camserve._maps import Map, MapKey
 from camserve._request import Input
 from camserve._results import Box, ExplainResult, Geometry, ModelEntry, ModelInfo, Prediction, Timing
+from camserve._visualize import Visualization
 from camserve.errors import (
     CamserveError,
     DeadlineExceeded,
@@ -60,5 +61,6 @@ __all__ = [
     "Timing",
     "Unauthenticated",
     "Unavailable",
+    "Visualization",
     "__version__",
 ]

@@ -6,6 +6,7 @@
     camserve models
     camserve describe imagenet-efficientnet-lite0
     camserve filters shapes-classifier --layer stem.0 --layer layer2.conv1 --out out/filters
+    camserve visualize shapes-classifier --target ring --target star --steps 200 --rounds 3 --out out/visualize
     camserve explain photos/*.jpg --model imagenet-efficientnet-lite0 --method gradcam --method guided_backprop \\
         --top-k 2 --out out/
     camserve perf --model shapes-classifier --method gradcam --concurrency 1,4,16 --duration 30s --compare-predict
@@ -25,6 +26,9 @@ numbers go into ``summary.json``, their arrays into ``maps/<image>/`` and their 
 ``filters`` writes a model's convolution kernels into ``--out`` (default ``camserve-filters``): ``index.html`` (the
 first layer's kernels as RGB tiles, deeper ones as spatial profiles and a connection matrix) and per layer
 ``<layer>_tiles.npy``, ``_norms.npy`` and ``_connections.npy``.
+
+``visualize`` optimises an input per ``--target`` (class) or ``--channel LAYER:C`` in ``--rounds`` bounded requests
+(each continues the last), prints every round's score and writes ``index.html`` with the final images.
 
 ``perf`` load-tests a model (see :mod:`camserve.perf` and the client README): a table per concurrency level.
 
@@ -71,6 +75,7 @@ from camserve._insight import Consistency, FeatureMaps
 from camserve._request import Input
 from camserve._results import ModelInfo
 from camserve._transport import LOAD_BALANCING_POLICIES
+from camserve._visualize_page import write_visualizations
 from camserve.errors import CamserveError
 
 
@@ -113,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     filt.add_argument("--max-channels", type=int, help="at most this many kernels per layer (default: all)")
     filt.add_argument("--out", type=Path, default=Path("camserve-filters"), help="output folder")
     filt.add_argument("--cmap", choices=render.COLORMAPS, default="inferno")
+    vis = sub.add_parser("visualize", parents=[common], help="activation maximisation: what a class or channel wants")
+    vis.add_argument("model")
+    vis.add_argument("--target", dest="targets", action="append", help="class id or label (repeat)")
+    vis.add_argument("--channel", dest="channels", action="append", metavar="LAYER:C", help="a layer's channel")
+    vis.add_argument("--steps", type=int, help="steps per round (server default 100)")
+    vis.add_argument("--rounds", type=int, default=1, help="bounded requests chained per target (default 1)")
+    vis.add_argument("--seed", type=int, default=0)
+    vis.add_argument("--out", type=Path, default=Path("camserve-visualize"), help="output folder")
 
     ex = sub.add_parser("explain", parents=[common], help="explain images; write maps, overlays and a gallery")
     ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
@@ -303,6 +316,35 @@ def _explain(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
+def _visualize(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    objectives: list[tuple[str, dict[str, Any]]] = []
+    for t in args.targets or []:
+        objectives.append((f"class {t}", {"target": int(t) if t.isdigit() else t}))
+    for c in args.channels or []:
+        layer, _, channel = c.rpartition(":")
+        if not layer or not channel.isdigit():
+            raise _UsageError(f"--channel must be LAYER:CHANNEL, got {c!r}")
+        objectives.append((f"{layer} channel {channel}", {"layer": layer, "channel": int(channel)}))
+    if not objectives:
+        raise _UsageError("give --target and/or --channel")
+    if args.rounds < 1:
+        raise _UsageError("--rounds must be at least 1")
+    items = []
+    for name, objective in objectives:
+        for i, v in enumerate(
+            client.visualize_rounds(args.model, rounds=args.rounds, steps=args.steps, seed=args.seed, **objective)
+        ):
+            print(
+                f"{name} round {i + 1}: score {v.scores[0]:.3g} -> {v.scores[-1]:.3g} ({v.steps} steps, "
+                f"{v.stopped}, {v.elapsed_ms:.0f} ms)",
+                file=out,
+            )
+        items.append((name, v))
+    index = write_visualizations(items, args.out, title=f"{args.model}: activation maximisation")
+    print(f"wrote {index}", file=out)
+    return EXIT_OK
+
+
 def _filters(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     if args.max_channels is not None and args.max_channels < 1:
         raise _UsageError("--max-channels must be at least 1")
@@ -369,6 +411,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
                 info = client.describe(args.model)
                 print(_describe_json(info) if args.json else _describe_text(info), file=out)
                 return EXIT_OK
+            if args.command == "visualize":
+                return _visualize(client, args, out)
             if args.command == "filters":
                 return _filters(client, args, out)
             if args.command == "perf":
