@@ -19,7 +19,8 @@ then prints what it wrote and how to call the server yourself. Models the server
 ``layer1`` and ``layer3`` that Grad-CAM weights most for the top class (feature maps), and the consistency check of
 Grad-CAM and saliency under a flip, a shift and a rotation (maps mapped back, Spearman's rho and top-10% IoU).
 ``out/filters/index.html`` shows its convolution kernels: the stem's as RGB tiles, two deeper layers' as spatial
-profiles and connection matrices.
+profiles and connection matrices; ``out/visualize/index.html`` the input that excites each class most (activation
+maximisation, three chained bounded requests per class).
 """
 
 from __future__ import annotations
@@ -143,6 +144,16 @@ def insight_page(client: camserve.Client, paths: Sequence[Path], out: Path) -> P
     return gallery.write(entries, out, title=f"inside {CLASSIFIER}: feature maps and consistency")
 
 
+def visualize_page(client: camserve.Client, out: Path) -> Path:
+    """Activation maximisation of every class of the shapes classifier, as a page."""
+    labels = client.describe(CLASSIFIER).labels
+    items = []
+    for label in labels:
+        *_, last = client.visualize_rounds(CLASSIFIER, rounds=3, target=label, steps=150)
+        items.append((label, last))
+    return gallery.write_visualizations(items, out, title=f"{CLASSIFIER}: activation maximisation")
+
+
 def _record(name: str, model: str, result: camserve.ExplainResult) -> dict[str, Any]:
     return {
         "image": name,
@@ -176,6 +187,7 @@ def run(address: str, key_file: Path | None, served: Sequence[str], out: Path) -
             written.append(insight_page(client, paths[:3], out / "insight"))
             kernels = client.filters(CLASSIFIER, layers=FILTER_LAYERS)
             written.append(gallery.write_filters(kernels, out / "filters", title=f"{CLASSIFIER}: filters"))
+            written.append(visualize_page(client, out / "visualize"))
         if VAE in served:
             rows_vae = []
             inputs = []

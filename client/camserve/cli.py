@@ -75,7 +75,6 @@ from camserve._insight import Consistency, FeatureMaps
 from camserve._request import Input
 from camserve._results import ModelInfo
 from camserve._transport import LOAD_BALANCING_POLICIES
-from camserve._visualize_page import write_visualizations
 from camserve.errors import CamserveError
 
 
@@ -340,7 +339,7 @@ def _visualize(client: Client, args: argparse.Namespace, out: TextIO) -> int:
                 file=out,
             )
         items.append((name, v))
-    index = write_visualizations(items, args.out, title=f"{args.model}: activation maximisation")
+    index = gallery.write_visualizations(items, args.out, title=f"{args.model}: activation maximisation")
     print(f"wrote {index}", file=out)
     return EXIT_OK
 

@@ -31,9 +31,10 @@ from camserve._filters import Filter, Filters
 from camserve._images import load_rgb
 from camserve._maps import Map, MapKey
 from camserve._results import ExplainResult
+from camserve._visualize import Visualization
 from camserve.errors import CamserveError, InvalidArgument
 
-__all__ = ["Entry", "write", "write_filters"]
+__all__ = ["Entry", "write", "write_filters", "write_visualizations"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,15 @@ def write_filters(
     ]
     sections += [_filter_section(f, page, cmap, size) for f in result.filters]
     return _page(root, title or f"{result.model_name}: filters", "\n".join(sections))
+
+
+def write_visualizations(
+    items: Sequence[tuple[str, Visualization]], out_dir: str | Path, *, title: str = "activation maximisation"
+) -> Path:
+    """A page of ``client.visualize`` results, one ``(name, visualization)`` each: ``out_dir/index.html``."""
+    from camserve._visualize_page import write_visualizations as write  # it builds on this module's layout
+
+    return write(items, out_dir, title=title)
 
 
 def _blocks(picture: np.ndarray, size: int) -> Image.Image:

@@ -6,11 +6,13 @@ compared number for number with :class:`handlers.engine.Explainer` on the same w
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from camserve_proto.camserve.v1 import explain_pb2
 from server_grpc_helpers import CLASSIFIER, VAE, Caller, as_array, describe, engine_inputs, png, request, shapes
 
@@ -98,3 +100,27 @@ def test_served_filters_equal_the_engines_through_the_gateway(caller: Caller, en
     bad = caller.raw(CLASSIFIER, {"filters": explain_pb2.FiltersRequest(layers=["fc"]).SerializeToString()})
     err = explain_pb2.FiltersResponse.FromString(bad.prediction).error
     assert (err.code, err.field) == ("INVALID_ARGUMENT", "layers[0]")
+
+
+def test_served_activation_maximisation_of_the_demo_classifier(caller: Caller, engine: Any) -> None:
+    target = 3
+    asked = explain_pb2.VisualizeRequest(class_id=target, steps=60, seed=1, request_id="v")
+    got = explain_pb2.VisualizeResponse.FromString(
+        caller.raw(CLASSIFIER, {"visualize": asked.SerializeToString()}).prediction
+    )
+    assert not got.error.code, got.error
+    scores = list(got.scores)
+    assert all(b >= a for a, b in itertools.pairwise(scores)) and scores[-1] > scores[0] + 5
+    assert got.predictions[0].class_id == target
+    # 60 steps take well under the 2 s budget on a quiet machine; a loaded one may hit the deadline first
+    assert (got.stopped == "steps" and got.steps == 60) or (got.stopped == "deadline" and 0 < got.steps < 60)
+    assert got.elapsed_ms < 2000 + 500
+    image = as_array(got.image)
+    with torch.no_grad():  # the answer's pixels excite the class in the in-process model too
+        logit = float(engine.model(torch.from_numpy(image)[None])[0, target])
+    assert logit == pytest.approx(scores[-1], rel=1e-3, abs=1e-3)
+    too_long = explain_pb2.VisualizeRequest(class_id=target, steps=100_000)
+    err = explain_pb2.VisualizeResponse.FromString(
+        caller.raw(CLASSIFIER, {"visualize": too_long.SerializeToString()}).prediction
+    ).error
+    assert (err.code, err.field) == ("RESOURCE_EXHAUSTED", "steps")
