@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import types
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
@@ -64,6 +64,26 @@ def decode_tensor(tensor: explain_pb2.Tensor, what: str, default: int = explain_
         raise Internal(f"malformed response: {what} has unknown encoding {encoding}")
     lo, hi = float(tensor.value_min), float(tensor.value_max)
     return (lo + q.astype(np.float32) * ((hi - lo) / 255.0)).astype(np.float32)
+
+
+R = TypeVar("R", explain_pb2.FiltersResponse, explain_pb2.VisualizeResponse)
+
+
+def parse_reply(payload: bytes, message: type[R]) -> R:
+    """A ``FiltersResponse`` / ``VisualizeResponse`` from a prediction payload.
+
+    Raises:
+        CamserveError: The server rejected the request in band (the matching subclass), or the payload is unreadable
+            (Internal).
+    """
+    reply = message()
+    try:
+        reply.ParseFromString(payload)
+    except Exception as exc:  # protobuf raises DecodeError (or others across versions); all mean unreadable
+        raise Internal(f"malformed response: not a {message.DESCRIPTOR.name} ({type(exc).__name__})") from None
+    if reply.HasField("error") and reply.error.code:
+        raise from_code(reply.error.code, reply.error.message, reply.error.field)
+    return reply
 
 
 def decode_model_info(response: explain_pb2.ExplainResponse, name: str) -> ModelInfo:

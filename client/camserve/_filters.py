@@ -13,9 +13,9 @@ import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
 from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2
 
-from camserve._decode import decode_tensor
+from camserve._decode import decode_tensor, parse_reply
 from camserve._maps import frozen
-from camserve.errors import Internal, InvalidArgument, from_code
+from camserve.errors import Internal, InvalidArgument
 
 __all__ = ["Filter", "Filters", "decode_filters", "filters_request"]
 
@@ -103,13 +103,7 @@ def decode_filters(response: inference_pb2.PredictionResponse) -> Filters:
     Raises:
         CamserveError: The server rejected the request (the matching subclass), or the answer is malformed.
     """
-    message = explain_pb2.FiltersResponse()
-    try:
-        message.ParseFromString(response.prediction)
-    except Exception as exc:  # protobuf raises DecodeError (or others across versions); all mean unreadable
-        raise Internal(f"malformed response: not a FiltersResponse ({type(exc).__name__})") from None
-    if message.HasField("error") and message.error.code:
-        raise from_code(message.error.code, message.error.message, message.error.field)
+    message = parse_reply(response.prediction, explain_pb2.FiltersResponse)
     out = []
     for i, f in enumerate(message.filters):
         what = f"filters[{i}] ({f.layer})"

@@ -14,10 +14,10 @@ import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
 from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2
 
-from camserve._decode import decode_tensor
+from camserve._decode import decode_tensor, parse_reply
 from camserve._maps import frozen
 from camserve._results import Prediction
-from camserve.errors import Internal, InvalidArgument, from_code
+from camserve.errors import Internal, InvalidArgument
 
 __all__ = ["Visualization", "decode_visualize", "visualize_request"]
 
@@ -118,13 +118,7 @@ def decode_visualize(response: inference_pb2.PredictionResponse) -> Visualizatio
     Raises:
         CamserveError: The server rejected the request (the matching subclass), or the answer is malformed.
     """
-    message = explain_pb2.VisualizeResponse()
-    try:
-        message.ParseFromString(response.prediction)
-    except Exception as exc:  # protobuf raises DecodeError (or others across versions); all mean unreadable
-        raise Internal(f"malformed response: not a VisualizeResponse ({type(exc).__name__})") from None
-    if message.HasField("error") and message.error.code:
-        raise from_code(message.error.code, message.error.message, message.error.field)
+    message = parse_reply(response.prediction, explain_pb2.VisualizeResponse)
     image = decode_tensor(message.image, "image")
     if image.ndim != 3 or image.shape[0] != 3 or not message.scores:
         raise Internal(f"malformed response: image {list(image.shape)}, {len(message.scores)} scores")
