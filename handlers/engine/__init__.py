@@ -22,6 +22,7 @@ from handlers.engine._result import (
     minmax,
 )
 from handlers.engine._vae import (
+    IMAGE_TARGET,
     LATENT_TOTAL,
     Box,
     Mask,
@@ -59,6 +60,7 @@ from handlers.engine.methods import (
 __all__ = [
     "CUSTOM_TARGET",
     "FEATURE_RANKS",
+    "IMAGE_TARGET",
     "LATENT_TOTAL",
     "NO_TARGET",
     "TRANSFORMS",
