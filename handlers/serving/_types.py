@@ -47,7 +47,7 @@ class MethodShape:
         grid: True for maps on the layer's grid (``[h, w]`` of the layer); False for a fixed shape.
         fixed: The fixed shape (e.g. ``[3, H, W]`` for input gradients) when ``grid`` is False.
         count: Maps per layer when they do not follow the image's targets or regions (VAE ``latent_gradcam``: one
-            per latent channel plus their mean); 0 = one map per target or region.
+            per latent channel plus their mean; the VAE anomaly maps: 1); 0 = one map per target or region.
     """
 
     grid: bool
