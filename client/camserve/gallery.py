@@ -1,7 +1,8 @@
 """The HTML gallery: one ``index.html`` with PNGs a person can open, for many images and their explanations.
 
 Per image, the original (the model's crop outlined), the model's input and the VAE reconstruction; then a table
-of maps: methods x layers per explained class (classifiers), or methods x regions with each region drawn (VAEs);
+of maps: methods x layers per explained class (classifiers), or methods x regions with each region drawn (VAEs;
+maps of the whole image, such as the anomaly maps at target -1, get a "whole image" column);
 then, when the call asked for them, the feature maps (one row of channels per layer, each at its native grid) and
 the consistency check (each map beside its flipped / shifted / rotated copies mapped back, with their agreement).
 The pictures are :mod:`camserve.render`'s; this module lays them out and writes the page.
@@ -367,7 +368,9 @@ def _vae_table(entry: Entry, page: _Page, style: _Style) -> str:
     result = entry.result
     regions = result.targets
     head = "".join(
-        f"<th>region R{r}{html.escape(f' {tuple(entry.regions[r])}' if r < len(entry.regions) else '')}</th>"
+        "<th>whole image</th>"
+        if r < 0
+        else f"<th>region R{r}{html.escape(f' {tuple(entry.regions[r])}' if r < len(entry.regions) else '')}</th>"
         for r in regions
     )
     rows = []
@@ -379,9 +382,9 @@ def _vae_table(entry: Entry, page: _Page, style: _Style) -> str:
             if m is None:
                 cells.append("<td></td>")
                 continue
-            boxes = [entry.regions[r]] if r < len(entry.regions) else []
+            boxes = [entry.regions[r]] if 0 <= r < len(entry.regions) else []
             picture = style.picture(entry, m, on_original=False, boxes=boxes)
-            stem = f"{method}_{layer or 'input'}_r{r}"
+            stem = f"{method}_{layer or 'input'}_" + (f"r{r}" if r >= 0 else "image")
             cells.append(f"<td>{page.figure(picture, stem, _caption(m))}</td>")
         title = f"{method} · {layer}" if layer else method
         rows.append(f"<tr><th class='rowhead'>{html.escape(title)}</th>{''.join(cells)}</tr>")
