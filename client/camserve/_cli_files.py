@@ -50,9 +50,10 @@ def write_result(
     files = []
     vae = bool(regions) or result.reconstruction is not None or not result.predictions
     for m in result:
-        stem = slug(f"{m.method}_{m.layer or 'input'}_{'r' if vae else 't'}{m.target}")
+        whole = vae and m.target < 0  # a map of the whole image (VAE anomaly maps), not of a region
+        stem = slug(f"{m.method}_{m.layer or 'input'}_" + ("image" if whole else f"{'r' if vae else 't'}{m.target}"))
         np.save(folder / f"{stem}.npy", m.array)
-        boxes = [regions[m.target]] if vae and m.target < len(regions) else []
+        boxes = [regions[m.target]] if vae and 0 <= m.target < len(regions) else []
         picture = render.render_map(
             path,
             m,

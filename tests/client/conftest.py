@@ -88,7 +88,8 @@ def default_answer(request: explain_pb2.ExplainRequest, model: str) -> explain_p
     if not request.images:
         response.error.code, response.error.message, response.error.field = "INVALID_ARGUMENT", "no images", "images"
         return response
-    unknown = [m for m in request.methods if m not in ("gradcam", "saliency", "guided_backprop", "area_saliency")]
+    known = ("gradcam", "saliency", "guided_backprop", "area_saliency", "anomaly_recon_error")
+    unknown = [m for m in request.methods if m not in known]
     if unknown:
         response.error.code = "INVALID_ARGUMENT"
         response.error.message = f"unknown method {unknown[0]!r}"
@@ -114,8 +115,8 @@ def default_answer(request: explain_pb2.ExplainRequest, model: str) -> explain_p
         target = image.target if image.HasField("target") else request.target
         if model == "vae":
             regions = list(image.regions) or list(request.regions) or [None]
-            for r in range(len(regions)):
-                for method in methods:
+            for method in methods:  # as the server: the anomaly map is one per image (target -1), not per region
+                for r in [-1] if method == "anomaly_recon_error" else range(len(regions)):
                     grid = np.full((INPUT, INPUT), value + r, dtype=np.float32)
                     result.maps.add(method=method, layer="", target=r, data=tensor(grid, encoding))
             if request.output.include_reconstruction:
