@@ -1,9 +1,9 @@
 """Pixel AUROC of the VAE anomaly maps against the ground-truth masks of held-out defect images.
 
-``python -m model_store.anomaly`` (and ``python -m model_store.evaluate``, which prints the same report) scores, on
-:func:`model_store.defects.make_defect_batch` images, every pixel of every image by each map and reports the area
-under the ROC curve of those scores against "the defect changed this pixel", pooled over all pixels of the images of
-one defect kind and over all images:
+``python -m model_store.anomaly [--images 300] [--sheet out/anomaly.png]`` (and ``python -m model_store.evaluate``,
+which prints the same report) scores, on :func:`model_store.defects.make_defect_batch` images, every pixel of every
+image by each map and reports the area under the ROC curve of those scores against "the defect changed this pixel",
+pooled over all pixels of the images of one defect kind and over all images (``--sheet`` also draws examples):
 
 * ``anomaly_recon_error`` and ``anomaly_latent`` (the engine's maps; layer maps are upsampled bilinearly to the input,
   as :meth:`~handlers.engine.Explanation.upsampled` does), ``anomaly_latent`` on a few encoder layers;
@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     "AnomalyReport",
     "anomaly_report",
     "anomaly_scores",
+    "anomaly_sheet",
     "main",
     "pixel_auroc",
 ]
@@ -156,17 +158,63 @@ def anomaly_report(
     return AnomalyReport(overall, per_kind, images, start, auto[0] if auto else "")
 
 
+def anomaly_sheet(vae: nn.Module, path: Path, per_kind: int = 2, layer: str = ANOMALY_LAYERS[0]) -> None:
+    """Write a PNG: one column per example (``per_kind`` of each defect kind, the benchmark's first images); rows the
+    defect image, its ground-truth mask, the reconstruction, ``anomaly_recon_error`` and ``anomaly_latent`` on
+    ``layer`` (each map min-max scaled on its own)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = per_kind * len(defects.DEFECT_KINDS)
+    batch = defects.make_defect_batch(count)
+    x = data.to_tensor(batch.images)
+    order = [i for k in range(len(defects.DEFECT_KINDS)) for i in np.flatnonzero(batch.kinds == k)]
+    scores = anomaly_scores(vae, x, (layer,))
+    with torch.no_grad():
+        recon = vae(x).permute(0, 2, 3, 1).clamp(0, 1).numpy()
+    rows = [
+        ("defect", batch.images, None),
+        ("ground truth", batch.masks, "gray"),
+        ("reconstruction", recon, None),
+        ("anomaly_recon_error", scores["anomaly_recon_error"], "inferno"),
+        (f"anomaly_latent\n@ {layer}", scores[f"anomaly_latent @ {layer}"], "inferno"),
+    ]
+    fig, axes = plt.subplots(len(rows), count, figsize=(1.3 * count, 1.35 * len(rows)), squeeze=False)
+    for r, (title, values, cmap) in enumerate(rows):
+        for c, i in enumerate(order):
+            ax = axes[r][c]
+            ax.imshow(values[i], cmap=cmap, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(defects.DEFECT_KINDS[batch.kinds[i]], fontsize=7)
+            if c == 0:
+                ax.set_ylabel(title, fontsize=6)
+    fig.suptitle("shapes-vae anomaly maps on held-out defect images", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=ANOMALY_IMAGES, help="defect images (kinds in turn)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core host)")
+    parser.add_argument("--sheet", type=Path, default=None, help="also write a PNG of examples to this path")
     args = parser.parse_args(argv)
     if args.images < len(defects.DEFECT_KINDS):
         parser.error(f"--images must be >= {len(defects.DEFECT_KINDS)}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    print("\n".join(anomaly_report(zoo.build("shapes-vae"), args.images).lines()))
+    vae = zoo.build("shapes-vae")
+    print("\n".join(anomaly_report(vae, args.images).lines()))
+    if args.sheet is not None:
+        anomaly_sheet(vae, args.sheet)
+        print(f"examples: {args.sheet}")
     print(f"total {time.perf_counter() - t0:.0f}s")
     return 0
 

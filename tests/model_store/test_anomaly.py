@@ -4,9 +4,11 @@ and their masks are exactly the pixels they changed, and the committed VAE's ano
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from model_store import anomaly, data, defects, zoo
 
@@ -75,6 +77,13 @@ def test_committed_vae_maps_beat_chance_and_the_engine_matches_the_baseline() ->
     assert report.overall["anomaly_recon_error"] == pytest.approx(report.overall[anomaly.BASELINE], abs=1e-4)
     assert all(report.per_kind["anomaly_recon_error"][k] > 0.75 for k in defects.DEFECT_KINDS)
     assert len(report.lines()) == 2 + 3 + 1
+
+
+def test_sheet_writes_a_picture(tmp_path: Path) -> None:
+    path = tmp_path / "sheet" / "anomaly.png"
+    anomaly.anomaly_sheet(zoo.build("shapes-vae"), path, per_kind=1)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.height > im.width > 100  # 5 rows, 3 columns
 
 
 def test_report_needs_one_image_per_kind() -> None:
