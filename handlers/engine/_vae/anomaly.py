@@ -13,7 +13,8 @@ sample), ``A`` the encoder layer's output ``[K, h, w]`` and ``q(z|x) = N(mu, dia
   found the image, and its Grad-CAM says where. The Grad-CAM combination is ``latent_gradcam``'s (:func:`latent_cam`).
 
 Both are one map per image (``MapKey.target == IMAGE_TARGET``); regions play no part (given ones are ignored, as for
-``latent_gradcam``). How well they localise synthetic defects is measured by ``python -m model_store.anomaly``.
+``latent_gradcam``). How well they localise synthetic defects is measured by ``python -m model_store.anomaly``: on
+shapes-vae the reconstruction error far better than the latent map, which does best on early, fine layers.
 """
 
 from __future__ import annotations
