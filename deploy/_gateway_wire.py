@@ -19,8 +19,9 @@ class Refused(Exception):
         self.details = details
 
 
-#: Input keys a camserve handler reads: the ExplainRequest, or a raw image as TorchServe's own clients send it.
-INPUT_KEYS: Final = ("request", "data", "body")
+#: Input keys a camserve handler reads: the ExplainRequest, a FiltersRequest or VisualizeRequest, or a raw image as
+#: TorchServe's own clients send it.
+INPUT_KEYS: Final = ("request", "filters", "visualize", "data", "body")
 
 
 def check_envelope(request: bytes) -> str:
@@ -36,7 +37,7 @@ def check_envelope(request: bytes) -> str:
         raise Refused(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"input has no 'request' entry (keys: {got}): send the camserve.v1.ExplainRequest bytes as "
-            "input['request'] (or raw image bytes as input['data'])",
+            "input['request'] (a camserve.v1.FiltersRequest as input['filters'], or raw image bytes as input['data'])",
         )
     return str(message.model_name)
 

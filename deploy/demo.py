@@ -14,6 +14,13 @@ Talks to the server started from ``--run-dir`` (address and key file from there)
 It writes ``out/index.html`` (the SDK's gallery: every map of every image), one summary picture per model
 (``out/<model>.png``: per image its input and the overlays, titled with the top labels) and ``out/summary.json``,
 then prints what it wrote and how to call the server yourself. Models the server does not serve are skipped.
+
+``out/insight/index.html`` looks inside ``shapes-classifier`` for three of the images: the eight channels of
+``layer1`` and ``layer3`` that Grad-CAM weights most for the top class (feature maps), and the consistency check of
+Grad-CAM and saliency under a flip, a shift and a rotation (maps mapped back, Spearman's rho and top-10% IoU).
+``out/filters/index.html`` shows its convolution kernels: the stem's as RGB tiles, two deeper layers' as spatial
+profiles and connection matrices; ``out/visualize/index.html`` the input that excites each class most (activation
+maximisation, three chained bounded requests per class).
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ CLASSIFIER = "shapes-classifier"
 VAE = "shapes-vae"
 IMAGENET = "imagenet-efficientnet-lite0"
 CLASSIFIER_METHODS = ("gradcam", "gradcam++", "saliency", "guided_backprop")
+INSIGHT_METHODS = ("gradcam", "saliency")
+INSIGHT_LAYERS = ("layer1", "layer3")
+FILTER_LAYERS = ("stem.0", "layer1.conv1", "layer3.conv2")
 IMAGENET_METHODS = ("gradcam", "gradcam++", "guided_backprop", "guided_gradcam")
 TIMEOUT = 300.0  # s per call: the first call of a worker on a busy CPU is slow
 
@@ -121,6 +131,29 @@ def vae_picture(rows: Sequence[tuple[Path, camserve.ExplainResult, list[Any]]], 
     return _stack(strips, path)
 
 
+def insight_page(client: camserve.Client, paths: Sequence[Path], out: Path) -> Path:
+    """The shapes classifier's feature maps and consistency check for ``paths``, as a gallery page."""
+    results = client.explain(
+        list(paths),
+        model=CLASSIFIER,
+        methods=INSIGHT_METHODS,
+        feature_maps=camserve.FeatureMaps(top_n=8, layers=INSIGHT_LAYERS, rank="gradcam"),
+        consistency=True,
+    )
+    entries = [gallery.Entry(p.name, p, r) for p, r in zip(paths, results, strict=True)]
+    return gallery.write(entries, out, title=f"inside {CLASSIFIER}: feature maps and consistency")
+
+
+def visualize_page(client: camserve.Client, out: Path) -> Path:
+    """Activation maximisation of every class of the shapes classifier, as a page."""
+    labels = client.describe(CLASSIFIER).labels
+    items = []
+    for label in labels:
+        *_, last = client.visualize_rounds(CLASSIFIER, rounds=3, target=label, steps=150)
+        items.append((label, last))
+    return gallery.write_visualizations(items, out, title=f"{CLASSIFIER}: activation maximisation")
+
+
 def _record(name: str, model: str, result: camserve.ExplainResult) -> dict[str, Any]:
     return {
         "image": name,
@@ -151,6 +184,10 @@ def run(address: str, key_file: Path | None, served: Sequence[str], out: Path) -
             records += [_record(p.name, CLASSIFIER, r) for p, r in zip(paths, results, strict=True)]
             rows = list(zip(paths, results, strict=True))
             written.append(summary_picture(rows, CLASSIFIER_METHODS, out / f"{CLASSIFIER}.png", 160))
+            written.append(insight_page(client, paths[:3], out / "insight"))
+            kernels = client.filters(CLASSIFIER, layers=FILTER_LAYERS)
+            written.append(gallery.write_filters(kernels, out / "filters", title=f"{CLASSIFIER}: filters"))
+            written.append(visualize_page(client, out / "visualize"))
         if VAE in served:
             rows_vae = []
             inputs = []

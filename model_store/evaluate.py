@@ -54,7 +54,7 @@ from handlers.engine import (
     get_method,
     reduce_gradient,
 )
-from model_store import completeness, data, zoo
+from model_store import anomaly, completeness, data, zoo
 from model_store.locality import LocalityReport, area_locality
 from model_store.models import ShapesVAE
 
@@ -398,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mse, recon = evaluate_vae(vae, x)  # type: ignore[arg-type]
     print(f"shapes-vae reconstruction MSE: {mse:.5f}")
     print("\n".join(vae_area_locality(vae, x).lines()))
+    print("\n".join(anomaly.anomaly_report(vae).lines()))  # pixel AUROC of the anomaly maps on defect images
 
     explainer = Explainer(model, labels=data.SHAPE_CLASSES, input_size=(data.DEFAULT_SIZE, data.DEFAULT_SIZE))
     auto = explainer.default_layers[0]

@@ -15,6 +15,8 @@ numpy and pillow only (no torch).
 
 from camserve._aio import AsyncClient
 from camserve._client import Client
+from camserve._filters import Filter, Filters
+from camserve._insight import Agreement, Consistency, FeatureMap, FeatureMaps
 from camserve._maps import Map, MapKey
 from camserve._request import Input
 from camserve._results import (
@@ -27,6 +29,7 @@ from camserve._results import (
     Prediction,
     Timing,
 )
+from camserve._visualize import Visualization
 from camserve.errors import (
     CamserveError,
     DeadlineExceeded,
@@ -41,12 +44,18 @@ from camserve.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agreement",
     "AsyncClient",
     "Box",
     "CamserveError",
     "Client",
+    "Consistency",
     "DeadlineExceeded",
     "ExplainResult",
+    "FeatureMap",
+    "FeatureMaps",
+    "Filter",
+    "Filters",
     "Geometry",
     "Input",
     "Internal",
@@ -62,5 +71,6 @@ __all__ = [
     "Timing",
     "Unauthenticated",
     "Unavailable",
+    "Visualization",
     "__version__",
 ]

@@ -11,12 +11,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, Unpack, overload
 
 import grpc
+import numpy as np
 
 from camserve._base import ClientBase, PreparedBatch, check_model
+from camserve._filters import Filters, decode_filters, filters_request
 from camserve._images import ImageLike
 from camserve._options import ExplainCall, ExplainManyArgs, ExplainOneArgs, explain_call, explain_many_call
 from camserve._results import ExplainResult, ModelEntry, ModelInfo
-from camserve.errors import CamserveError
+from camserve._visualize import Visualization, decode_visualize, visualize_request
+from camserve.errors import CamserveError, InvalidArgument
 
 T = TypeVar("T")
 
@@ -136,6 +139,104 @@ class Client(ClientBase):
         response, _ = self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
         return self._decode_describe(response, model)
 
+    def filters(
+        self,
+        model: str,
+        *,
+        layers: str | Sequence[str] | None = None,
+        max_channels: int | None = None,
+        version: str = "",
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Filters:
+        """A model's convolution kernels: the first layer's as RGB tiles, deeper ones summarised per channel.
+
+        Args:
+            model: The model's name on the server.
+            layers: ``Conv2d`` layer names (``.conv_layers`` of the answer lists them); None = the first one.
+            max_channels: Show at most this many output channels per layer (the first ones); None = all.
+            version: The model version (``""``: the default).
+            timeout: Deadline for this call, seconds (default: the client's).
+            headers: Extra metadata for this call.
+
+        Raises:
+            InvalidArgument: A bad argument, or a layer that is not a convolution.
+            NotFound: No such model or layer.
+            ResourceExhausted: The answer would exceed the server's response limit (set ``max_channels``).
+        """
+        check_model(model)
+        request = filters_request(model, version, layers, max_channels, uuid.uuid4().hex)
+        response, _ = self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
+        return decode_filters(response)
+
+    def visualize(
+        self,
+        model: str,
+        *,
+        target: int | str | None = None,
+        layer: str | None = None,
+        channel: int | None = None,
+        steps: int | None = None,
+        lr: float | None = None,
+        l2: float | None = None,
+        jitter: int | None = None,
+        blur_every: int | None = None,
+        blur_sigma: float | None = None,
+        seed: int = 0,
+        deadline_ms: int | None = None,
+        init: np.ndarray | None = None,
+        version: str = "",
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Visualization:
+        """An input optimised by gradient ascent to excite a class (``target``) or a channel (``layer``, ``channel``).
+
+        Regularised (L2 decay, jitter, a blur every few steps), monotone (the score never decreases), seeded, and
+        bounded by the server's step and time limits; ``init`` (a previous ``.image``) continues a run, and
+        :meth:`visualize_rounds` chains rounds. Unset options take the server's defaults.
+
+        Raises:
+            InvalidArgument: A bad argument (named in ``field``).
+            NotFound: No such model, class label or layer.
+            ResourceExhausted: More steps or time than the server allows per request.
+        """
+        check_model(model)
+        request = visualize_request(
+            model,
+            version,
+            target=target,
+            layer=layer,
+            channel=channel,
+            steps=steps,
+            lr=lr,
+            l2=l2,
+            jitter=jitter,
+            blur_every=blur_every,
+            blur_sigma=blur_sigma,
+            seed=seed,
+            deadline_ms=deadline_ms,
+            init=init,
+            request_id=uuid.uuid4().hex,
+        )
+        response, _ = self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
+        return decode_visualize(response)
+
+    def visualize_rounds(self, model: str, *, rounds: int, **options: Any) -> Iterator[Visualization]:
+        """``rounds`` bounded :meth:`visualize` requests, each starting from the previous image; yields each.
+
+        The progress of a long optimisation, one round at a time, without holding a server worker for long.
+
+        Raises:
+            InvalidArgument: ``rounds`` is not a positive integer, or a bad option.
+        """
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise InvalidArgument(f"rounds must be a positive integer, got {rounds!r}", field="rounds")
+        init = options.pop("init", None)
+        for _ in range(rounds):
+            result = self.visualize(model, init=init, **options)
+            init = result.image
+            yield result
+
     def models(self, *, timeout: float | None = None, headers: Mapping[str, str] | None = None) -> list[ModelEntry]:
         """The models registered on the server, from TorchServe's gRPC management API (management key).
 
@@ -196,6 +297,10 @@ class Client(ClientBase):
                 - ``samples`` (int), ``noise`` (float), ``seed`` (int): SmoothGrad (the ``smoothgrad_*`` methods):
                   noisy copies (default 20), noise standard deviation as a fraction of the image's value range
                   (default 0.15), and the seed of the noise (and of the ``"noise"`` baseline).
+                - ``feature_maps`` (int or :class:`camserve.FeatureMaps`): classifiers: also return the top-n
+                  channels of the layers (``.feature_maps``), by mean activation or Grad-CAM weight.
+                - ``consistency`` (True or :class:`camserve.Consistency`): classifiers: also explain flipped,
+                  shifted and rotated copies and return how well each map agrees (``.consistency``).
                 - ``strict`` (bool): for a list: raise the first failed image's error instead of returning it in
                   ``.error`` (default False).
                 - ``request_id`` (str): your id for the request, for tracing (default: a random one).

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import io
 import types
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image as PILImage
 
+from camserve._insight import Agreement, FeatureMap, transform_name
 from camserve._maps import Map, MapKey, frozen
 from camserve._results import Box, ExplainResult, Geometry, MethodCost, ModelInfo, Prediction, Timing
 from camserve.errors import Internal, from_code
@@ -63,6 +64,26 @@ def decode_tensor(tensor: explain_pb2.Tensor, what: str, default: int = explain_
         raise Internal(f"malformed response: {what} has unknown encoding {encoding}")
     lo, hi = float(tensor.value_min), float(tensor.value_max)
     return (lo + q.astype(np.float32) * ((hi - lo) / 255.0)).astype(np.float32)
+
+
+R = TypeVar("R", explain_pb2.FiltersResponse, explain_pb2.VisualizeResponse)
+
+
+def parse_reply(payload: bytes, message: type[R]) -> R:
+    """A ``FiltersResponse`` / ``VisualizeResponse`` from a prediction payload.
+
+    Raises:
+        CamserveError: The server rejected the request in band (the matching subclass), or the payload is unreadable
+            (Internal).
+    """
+    reply = message()
+    try:
+        reply.ParseFromString(payload)
+    except Exception as exc:  # protobuf raises DecodeError (or others across versions); all mean unreadable
+        raise Internal(f"malformed response: not a {message.DESCRIPTOR.name} ({type(exc).__name__})") from None
+    if reply.HasField("error") and reply.error.code:
+        raise from_code(reply.error.code, reply.error.message, reply.error.field)
+    return reply
 
 
 def decode_model_info(response: explain_pb2.ExplainResponse, name: str) -> ModelInfo:
@@ -170,8 +191,41 @@ def decode_image_result(
         reconstruction=reconstruction,
         geometry=_geometry(result),
         error=None,
+        feature_maps=_feature_maps(result, index),
+        consistency=_agreements(result, index),
         **common,  # type: ignore[arg-type]
     )
+
+
+def _feature_maps(result: explain_pb2.ImageResult, index: int) -> tuple[FeatureMap, ...]:
+    out = []
+    for i, f in enumerate(result.feature_maps):
+        array = decode_tensor(f.data, f"results[{index}].feature_maps[{i}] ({f.layer}, {f.channel})")
+        if array.ndim != 2:
+            raise Internal(f"malformed response: feature map {i} of result {index} has shape {list(array.shape)}")
+        out.append(FeatureMap(f.layer, int(f.channel), float(f.score), int(f.target), frozen(array)))
+    return tuple(out)
+
+
+def _agreements(result: explain_pb2.ImageResult, index: int) -> tuple[Agreement, ...]:
+    out = []
+    for i, a in enumerate(result.consistency):
+        mapped = None
+        if a.HasField("mapped"):
+            mapped = frozen(decode_tensor(a.mapped, f"results[{index}].consistency[{i}].mapped"))
+        out.append(
+            Agreement(
+                method=a.method,
+                layer=a.layer,
+                target=int(a.target),
+                transform=transform_name(a.transform),
+                spearman=float(a.spearman),
+                iou=float(a.iou),
+                coverage=float(a.coverage),
+                mapped=mapped,
+            )
+        )
+    return tuple(out)
 
 
 def decode_explain_response(

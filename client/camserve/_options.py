@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
+from camserve._insight import Consistency, FeatureMaps
 from camserve._method_options import METHOD_OPTIONS
 from camserve._request import ExplainOptions, RegionLike, TargetLike
 from camserve.errors import InvalidArgument
@@ -36,6 +37,8 @@ class ExplainArgs(TypedDict, total=False):
     samples: int | None
     noise: float | None
     seed: int | None
+    feature_maps: int | FeatureMaps | None
+    consistency: bool | Consistency | None
     strict: bool
     timeout: float | None
     headers: Mapping[str, str] | None
@@ -98,6 +101,8 @@ def _shared(args: ExplainArgs) -> ExplainCall:
         reconstruction=args.get("reconstruction", False),
         top_predictions=args.get("top_predictions"),
         method_options={k: args[k] for k in METHOD_OPTIONS if args.get(k) is not None},
+        feature_maps=args.get("feature_maps"),
+        consistency=args.get("consistency"),
     )
     return ExplainCall(
         version=args.get("version", ""),

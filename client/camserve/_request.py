@@ -16,6 +16,7 @@ import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
 
 from camserve._images import to_image_message
+from camserve._insight import consistency_message, feature_maps_message
 from camserve._method_options import method_options_message
 from camserve.errors import InvalidArgument
 
@@ -180,6 +181,8 @@ class ExplainOptions:
     regions: tuple[explain_pb2.Region, ...]
     output: explain_pb2.OutputOptions
     method_options: explain_pb2.MethodOptions | None = None
+    feature_maps: explain_pb2.FeatureMapOptions | None = None
+    consistency: explain_pb2.ConsistencyOptions | None = None
 
     @classmethod
     def build(
@@ -195,6 +198,8 @@ class ExplainOptions:
         reconstruction: bool = False,
         top_predictions: int | None = None,
         method_options: Mapping[str, object] | None = None,
+        feature_maps: object = None,
+        consistency: object = None,
     ) -> ExplainOptions:
         """Validates the call's arguments; raises InvalidArgument naming the bad one."""
         return cls(
@@ -204,6 +209,8 @@ class ExplainOptions:
             regions=tuple(regions_messages(regions, "regions")),
             output=output_message(encoding, resolution, reconstruction, top_predictions),
             method_options=method_options_message(method_options or {}),
+            feature_maps=feature_maps_message(feature_maps),
+            consistency=consistency_message(consistency),
         )
 
 
@@ -241,4 +248,8 @@ def build_request(
         request.target.CopyFrom(options.target)
     if options.method_options is not None:
         request.options.CopyFrom(options.method_options)
+    if options.feature_maps is not None:
+        request.feature_maps.CopyFrom(options.feature_maps)
+    if options.consistency is not None:
+        request.consistency.CopyFrom(options.consistency)
     return request

@@ -8,11 +8,13 @@ read-only, so a result can be shared between threads without copies going stale.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from camserve._insight import Agreement, FeatureMap
 from camserve._maps import Map, MapKey, check_map_array, resize_array
 from camserve.errors import CamserveError, InvalidArgument, NotFound
 
@@ -130,6 +132,8 @@ class ExplainResult:
         model_name: The model that answered.
         model_version: Its version.
         error: The in-band error for this image (its maps and predictions are then empty), or None.
+        feature_maps: With ``feature_maps=``: the layers' top channels, layer by layer, best first.
+        consistency: With ``consistency=``: one :class:`camserve.Agreement` per map and transform.
     """
 
     index: int
@@ -142,6 +146,8 @@ class ExplainResult:
     model_name: str = ""
     model_version: str = ""
     error: CamserveError | None = None
+    feature_maps: tuple[FeatureMap, ...] = ()
+    consistency: tuple[Agreement, ...] = ()
 
     def __repr__(self) -> str:
         if self.error is not None:
@@ -205,6 +211,29 @@ class ExplainResult:
             raise NotFound(f"no map {want}; maps: {have}", field="method")
         raise NotFound(f"{len(found)} maps match {want}: give layer= and/or target=; maps: {have}", field="method")
 
+    def agreement(self, method: str, transform: str, layer: str | None = None, target: int | None = None) -> Agreement:
+        """The consistency check's one :class:`camserve.Agreement` for a map and a transform.
+
+        Raises:
+            CamserveError: This image failed (its in-band error).
+            NotFound: None matches, or several do and ``layer``/``target`` must say which.
+        """
+        self.raise_for_error()
+        found = [
+            a
+            for a in self.consistency
+            if a.method == method
+            and a.transform == transform
+            and (layer is None or a.layer == layer)
+            and (target is None or a.target == target)
+        ]
+        if len(found) == 1:
+            return found[0]
+        have = ", ".join(sorted({f"({a.method!r}, {a.layer!r}, {a.target}, {a.transform})" for a in self.consistency}))
+        want = f"({method!r}, {layer!r}, {target!r}, {transform!r})"
+        what = "no agreement" if not found else f"{len(found)} agreements match"
+        raise NotFound(f"{what} {want}; have: {have or 'none (ask with consistency=True)'}", field="consistency")
+
     def to_original(self, array: np.ndarray | Map, *, fill: float = 0.0) -> np.ndarray:
         """Maps a map onto the original image's pixels; see :meth:`Geometry.to_original`.
 
@@ -232,6 +261,30 @@ class ExplainResult:
             }
         if self.reconstruction is not None:
             out["reconstruction_shape"] = list(self.reconstruction.shape)
+        if self.feature_maps:
+            out["feature_maps"] = [
+                {
+                    "layer": f.layer,
+                    "channel": f.channel,
+                    "score": f.score,
+                    "target": f.target,
+                    "shape": list(f.array.shape),
+                }
+                for f in self.feature_maps
+            ]
+        if self.consistency:
+            out["consistency"] = [
+                {
+                    "method": a.method,
+                    "layer": a.layer,
+                    "target": a.target,
+                    "transform": a.transform,
+                    "spearman": None if math.isnan(a.spearman) else a.spearman,
+                    "iou": None if math.isnan(a.iou) else a.iou,
+                    "coverage": a.coverage,
+                }
+                for a in self.consistency
+            ]
         out["timing"] = vars(self.timing)
         json.dumps(out)  # fail here, not in the caller, if something is not JSON-ready
         return out

@@ -5,6 +5,8 @@
     camserve ping
     camserve models
     camserve describe imagenet-efficientnet-lite0
+    camserve filters shapes-classifier --layer stem.0 --layer layer2.conv1 --out out/filters
+    camserve visualize shapes-classifier --target ring --target star --steps 200 --rounds 3 --out out/visualize
     camserve explain photos/*.jpg --model imagenet-efficientnet-lite0 --method gradcam --method guided_backprop \\
         --top-k 2 --out out/
     camserve perf --model shapes-classifier --method gradcam --concurrency 1,4,16 --duration 30s --compare-predict
@@ -17,7 +19,16 @@ Connection options (every command): ``--address`` (default ``$CAMSERVE_ADDRESS``
 ``explain`` writes into ``--out`` (default ``camserve-out``): ``summary.json`` (predictions, map list, timing and
 errors per image), ``maps/<image>/`` with each map as ``.npy`` (float32, as served) and ``.png`` (the picture the
 gallery shows), and ``index.html`` with ``gallery/``, the gallery (skip it with ``--no-gallery``). Directories
-given as IMAGES are searched for image files (not recursively).
+given as IMAGES are searched for image files (not recursively). ``--feature-maps N`` (``--feature-rank gradcam``)
+adds each layer's top N channels, ``--consistency`` (or ``--transform hflip`` ...) a consistency check: their
+numbers go into ``summary.json``, their arrays into ``maps/<image>/`` and their pictures into the gallery.
+
+``filters`` writes a model's convolution kernels into ``--out`` (default ``camserve-filters``): ``index.html`` (the
+first layer's kernels as RGB tiles, deeper ones as spatial profiles and a connection matrix) and per layer
+``<layer>_tiles.npy``, ``_norms.npy`` and ``_connections.npy``.
+
+``visualize`` optimises an input per ``--target`` (class) or ``--channel LAYER:C`` in ``--rounds`` bounded requests
+(each continues the last), prints every round's score and writes ``index.html`` with the final images.
 
 ``perf`` load-tests a model (see :mod:`camserve.perf` and the client README): a table per concurrency level.
 
@@ -46,6 +57,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from camserve import gallery, perf, render
+from camserve._cli_files import result_line, unique_names, write_result
 from camserve._client import Client
 from camserve._exits import (
     EXIT_AUTH,
@@ -60,8 +72,9 @@ from camserve._exits import (
     report,
 )
 from camserve._files import IMAGE_SUFFIXES, slug
+from camserve._insight import Consistency, FeatureMaps
 from camserve._request import Input
-from camserve._results import ExplainResult, ModelInfo
+from camserve._results import ModelInfo
 from camserve._transport import LOAD_BALANCING_POLICIES
 from camserve.errors import CamserveError
 
@@ -99,6 +112,20 @@ def _parser() -> argparse.ArgumentParser:
     describe = sub.add_parser("describe", parents=[common], help="what a model offers: methods, layers, labels")
     describe.add_argument("model")
     describe.add_argument("--json", action="store_true", help="print JSON")
+    filt = sub.add_parser("filters", parents=[common], help="a model's convolution kernels, as a page of pictures")
+    filt.add_argument("model")
+    filt.add_argument("--layer", dest="layers", action="append", help="a Conv2d layer (repeat; default: the first)")
+    filt.add_argument("--max-channels", type=int, help="at most this many kernels per layer (default: all)")
+    filt.add_argument("--out", type=Path, default=Path("camserve-filters"), help="output folder")
+    filt.add_argument("--cmap", choices=render.COLORMAPS, default="inferno")
+    vis = sub.add_parser("visualize", parents=[common], help="activation maximisation: what a class or channel wants")
+    vis.add_argument("model")
+    vis.add_argument("--target", dest="targets", action="append", help="class id or label (repeat)")
+    vis.add_argument("--channel", dest="channels", action="append", metavar="LAYER:C", help="a layer's channel")
+    vis.add_argument("--steps", type=int, help="steps per round (server default 100)")
+    vis.add_argument("--rounds", type=int, default=1, help="bounded requests chained per target (default 1)")
+    vis.add_argument("--seed", type=int, default=0)
+    vis.add_argument("--out", type=Path, default=Path("camserve-visualize"), help="output folder")
 
     ex = sub.add_parser("explain", parents=[common], help="explain images; write maps, overlays and a gallery")
     ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
@@ -112,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--encoding", choices=["float16", "float32", "uint8", "png"])
     ex.add_argument("--resolution", choices=["native", "input"])
     ex.add_argument("--reconstruction", action="store_true", help="VAE: also fetch the reconstruction")
+    ex.add_argument("--feature-maps", type=int, metavar="N", help="also fetch each layer's top N channels")
+    ex.add_argument("--feature-rank", choices=["mean", "gradcam"], default="mean", help="rank channels by (mean)")
+    ex.add_argument("--consistency", action="store_true", help="also check the maps under hflip, shift, rotate")
+    ex.add_argument(
+        "--transform", dest="transforms", action="append", choices=["hflip", "shift", "rotate"], help="(repeat)"
+    )
     ex.add_argument("--out", type=Path, default=Path("camserve-out"), help="output folder (default camserve-out)")
     ex.add_argument("--no-gallery", dest="gallery", action="store_false", help="do not write index.html")
     ex.add_argument("--size", type=int, default=224, help="longer side of pictures in pixels (default 224)")
@@ -217,14 +250,19 @@ def _explain(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
         raise _UsageError("--top-k must be at least 1")
     if args.batch_size < 1 or args.concurrency < 1:
         raise _UsageError("--batch-size and --concurrency must be at least 1")
+    if args.feature_maps is not None and args.feature_maps < 1:
+        raise _UsageError("--feature-maps must be at least 1")
     paths = _images(args.images)
     regions = [_region(r) for r in args.regions or []]
+    features = FeatureMaps(top_n=args.feature_maps, rank=args.feature_rank) if args.feature_maps else None
+    transforms = tuple(dict.fromkeys(args.transforms or ())) or None
+    consistency = Consistency(transforms=transforms) if args.consistency or transforms else None
     target = _target(args.targets)
     folder: Path = args.out
     folder.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     progress = _Progress(len(paths), args.progress, err)
-    names = _unique_names(paths)
+    names = unique_names(paths)
 
     results = client.explain_many(
         [Input(p) for p in paths],
@@ -237,16 +275,18 @@ def _explain(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
         encoding=args.encoding,
         resolution=args.resolution,
         reconstruction=args.reconstruction,
+        feature_maps=features,
+        consistency=consistency,
         batch_size=args.batch_size,
         concurrency=args.concurrency,
     )
 
     def entries() -> Iterator[gallery.Entry]:
         for path, name, result in zip(paths, names, results, strict=True):
-            records.append(_write_result(folder / "maps" / name, path, result, regions, args))
+            records.append(write_result(folder / "maps" / name, path, result, regions, args))
             progress.update(result.ok)
             if not progress.enabled:  # the progress line replaces per-image lines on a terminal
-                print(_line(path, result), file=out)
+                print(result_line(path, result), file=out)
             yield gallery.Entry(path.name, path, result, regions)
 
     index: Path | None = None
@@ -276,58 +316,50 @@ def _explain(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    """One output folder name per image: its stem, numbered when stems repeat."""
-    seen: dict[str, int] = {}
-    names = []
-    for p in paths:
-        stem = slug(p.stem)
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return names
+def _visualize(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    objectives: list[tuple[str, dict[str, Any]]] = []
+    for t in args.targets or []:
+        objectives.append((f"class {t}", {"target": int(t) if t.isdigit() else t}))
+    for c in args.channels or []:
+        layer, _, channel = c.rpartition(":")
+        if not layer or not channel.isdigit():
+            raise _UsageError(f"--channel must be LAYER:CHANNEL, got {c!r}")
+        objectives.append((f"{layer} channel {channel}", {"layer": layer, "channel": int(channel)}))
+    if not objectives:
+        raise _UsageError("give --target and/or --channel")
+    if args.rounds < 1:
+        raise _UsageError("--rounds must be at least 1")
+    items = []
+    for name, objective in objectives:
+        for i, v in enumerate(
+            client.visualize_rounds(args.model, rounds=args.rounds, steps=args.steps, seed=args.seed, **objective)
+        ):
+            print(
+                f"{name} round {i + 1}: score {v.scores[0]:.3g} -> {v.scores[-1]:.3g} ({v.steps} steps, "
+                f"{v.stopped}, {v.elapsed_ms:.0f} ms)",
+                file=out,
+            )
+        items.append((name, v))
+    index = gallery.write_visualizations(items, args.out, title=f"{args.model}: activation maximisation")
+    print(f"wrote {index}", file=out)
+    return EXIT_OK
 
 
-def _line(path: Path, result: ExplainResult) -> str:
-    if result.error is not None:
-        return f"{path}: error {result.error.code}: {result.error.message}"
-    top = result.top
-    best = f"{top.label or top.class_id} {top.score:.3f}" if top else "explained"
-    return f"{path}: {best} ({len(result.maps)} maps, {result.timing.round_trip_ms:.0f} ms)"
-
-
-def _write_result(
-    folder: Path, path: Path, result: ExplainResult, regions: Sequence[tuple[int, int, int, int]], args: Any
-) -> dict[str, Any]:
-    record: dict[str, Any] = {"image": str(path), **result.summary()}
-    if result.error is not None:
-        return record
+def _filters(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    if args.max_channels is not None and args.max_channels < 1:
+        raise _UsageError("--max-channels must be at least 1")
+    result = client.filters(args.model, layers=args.layers, max_channels=args.max_channels)
+    folder: Path = args.out
     folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    vae = bool(regions) or result.reconstruction is not None or not result.predictions
-    for m in result:
-        stem = slug(f"{m.method}_{m.layer or 'input'}_{'r' if vae else 't'}{m.target}")
-        np.save(folder / f"{stem}.npy", m.array)
-        boxes = [regions[m.target]] if vae and m.target < len(regions) else []
-        picture = render.render_map(
-            path,
-            m,
-            geometry=result.geometry,
-            on_original=not vae,
-            cmap=args.cmap,
-            size=args.size,
-            boxes=boxes,
-            gradients=args.gradients,
-        )
-        picture.save(folder / f"{stem}.png")
-        rel = f"maps/{folder.name}/{stem}"
-        files.append(
-            {"method": m.method, "layer": m.layer, "target": m.target, "npy": f"{rel}.npy", "png": f"{rel}.png"}
-        )
-    if result.reconstruction is not None:
-        np.save(folder / "reconstruction.npy", result.reconstruction)
-        record["reconstruction"] = f"maps/{folder.name}/reconstruction.npy"
-    record["files"] = files
-    return record
+    for f in result.filters:
+        kh, kw = f.kernel_size
+        kind = "RGB tiles" if f.rgb else "spatial profiles"
+        print(f"{f.layer}: {f.out_channels} kernels {f.in_channels}x{kh}x{kw} ({len(f.norms)} shown, {kind})", file=out)
+        for name in ("tiles", "norms", "connections"):
+            np.save(folder / f"{slug(f.layer)}_{name}.npy", getattr(f, name))
+    index = gallery.write_filters(result, folder, cmap=args.cmap)
+    print(f"{len(result.conv_layers)} convolutions in {result.model_name}; wrote {index}", file=out)
+    return EXIT_OK
 
 
 def _describe_text(info: ModelInfo) -> str:
@@ -378,6 +410,10 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
                 info = client.describe(args.model)
                 print(_describe_json(info) if args.json else _describe_text(info), file=out)
                 return EXIT_OK
+            if args.command == "visualize":
+                return _visualize(client, args, out)
+            if args.command == "filters":
+                return _filters(client, args, out)
             if args.command == "perf":
                 return perf.run(args, _connection(args), out, err)
             return _explain(client, args, out, err)

@@ -1,7 +1,10 @@
 """The HTML gallery: one ``index.html`` with PNGs a person can open, for many images and their explanations.
 
 Per image, the original (the model's crop outlined), the model's input and the VAE reconstruction; then a table
-of maps: methods x layers per explained class (classifiers), or methods x regions with each region drawn (VAEs).
+of maps: methods x layers per explained class (classifiers), or methods x regions with each region drawn (VAEs;
+maps of the whole image, such as the anomaly maps at target -1, get a "whole image" column);
+then, when the call asked for them, the feature maps (one row of channels per layer, each at its native grid) and
+the consistency check (each map beside its flipped / shifted / rotated copies mapped back, with their agreement).
 The pictures are :mod:`camserve.render`'s; this module lays them out and writes the page.
 
 ::
@@ -10,6 +13,7 @@ The pictures are :mod:`camserve.render`'s; this module lays them out and writes 
 
     entries = (gallery.Entry(path.name, path, result) for path, result in zip(paths, results))
     gallery.write(entries, "out")  # out/index.html
+    gallery.write_filters(client.filters("shapes-classifier", layers=["stem.0", "layer2.conv1"]), "out/filters")
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from PIL import Image
 
 from camserve import render
 from camserve._files import slug
+from camserve._filters import Filter, Filters
 from camserve._images import load_rgb
 from camserve._maps import Map, MapKey
 from camserve._results import ExplainResult
+from camserve._visualize import Visualization
 from camserve.errors import CamserveError, InvalidArgument
 
-__all__ = ["Entry", "write"]
+__all__ = ["Entry", "write", "write_filters", "write_visualizations"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,88 @@ _LEGEND_GRADIENTS = (
     " Gradient images (3-channel input gradients): grey is zero, brighter/darker is positive/negative per colour "
     "channel."
 )
+
+
+def _page(root: Path, title: str, body: str) -> Path:
+    """Writes ``root/index.html`` atomically (a reader never sees a half-written page)."""
+    index = root / "index.html"
+    partial = root / ".index.html.part"
+    partial.write_text(
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n{body}</body></html>\n",
+        encoding="utf-8",
+    )
+    partial.replace(index)
+    return index
+
+
+def write_filters(
+    result: Filters, out_dir: str | Path, *, title: str = "", cmap: str = "inferno", size: int = 48
+) -> Path:
+    """Writes a page of a model's convolution kernels (``client.filters``): ``out_dir/index.html`` + PNGs.
+
+    RGB kernels (a first layer) are shown as they are: grey is a zero weight, each kernel scaled to its own largest
+    |weight|. Deeper kernels are shown per output channel as their spatial profile ``||w[o, :, y, x]||`` (one
+    colour scale for the whole layer, so strong and weak channels compare), with the layer's connection matrix
+    ``||w[o, i]||`` (output channels down, input channels across). Pixels are blocks: a 3x3 kernel is 3x3.
+
+    Raises:
+        InvalidArgument: An unknown ``cmap`` or a bad ``size`` (the tile's longer side in pixels).
+    """
+    render.check_style(cmap=cmap)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidArgument(f"size must be a positive number of pixels, got {size!r}", field="size")
+    root = Path(out_dir)
+    folder = root / "filters"
+    folder.mkdir(parents=True, exist_ok=True)
+    page = _Page(folder, root)
+    sections = [
+        f"<p class='legend'>{len(result.conv_layers)} convolutions in {html.escape(result.model_name)}; "
+        f"shown: {html.escape(', '.join(f.layer for f in result.filters))}.</p>"
+    ]
+    sections += [_filter_section(f, page, cmap, size) for f in result.filters]
+    return _page(root, title or f"{result.model_name}: filters", "\n".join(sections))
+
+
+def write_visualizations(
+    items: Sequence[tuple[str, Visualization]], out_dir: str | Path, *, title: str = "activation maximisation"
+) -> Path:
+    """A page of ``client.visualize`` results, one ``(name, visualization)`` each: ``out_dir/index.html``."""
+    from camserve._visualize_page import write_visualizations as write  # it builds on this module's layout
+
+    return write(items, out_dir, title=title)
+
+
+def _blocks(picture: np.ndarray, size: int) -> Image.Image:
+    """An ``H x W x 3`` uint8 array scaled up by a whole factor so its longer side is about ``size``."""
+    h, w = picture.shape[:2]
+    scale = max(1, size // max(h, w))
+    return Image.fromarray(picture).resize((w * scale, h * scale), Image.Resampling.NEAREST)
+
+
+def _filter_section(f: Filter, page: _Page, cmap: str, size: int) -> str:
+    kh, kw = f.kernel_size
+    shape = f"{f.out_channels} kernels of {f.in_channels}x{kh}x{kw}" + (f", {f.groups} groups" if f.groups > 1 else "")
+    cells = []
+    if f.rgb:
+        pictures = list(f.tile_images())
+    else:
+        peak = float(f.tiles.max()) or 1.0
+        pictures = [render.colorize(t / peak, cmap, normalize=False) for t in f.tiles]
+    for i, picture in enumerate(pictures):
+        caption = f"c{i} · |w| {float(f.norms[i]):.2g}"
+        cells.append(page.figure(_blocks(picture, size), f"{f.layer}_c{i}", caption))
+    what = "kernels as RGB (grey = 0)" if f.rgb else "spatial profile per output channel"
+    out = [f"<section><h2>{html.escape(f.layer)}</h2><p class='preds'>{html.escape(shape)}; {what}</p>"]
+    out.append(f"<div class='row'>{''.join(cells)}</div>")
+    if not f.rgb and f.in_channels > 1:
+        matrix = render.colorize(f.connections, cmap)
+        caption = f"connections: {len(pictures)} output channels x {f.in_channels} inputs"
+        figure = page.figure(_blocks(matrix, 4 * size), f"{f.layer}_connections", caption)
+        out.append(f"<h3>connections</h3><div class='row'>{figure}</div>")
+    out.append("</section>")
+    return "\n".join(out)
 
 
 def write(
@@ -238,6 +326,10 @@ def _entry_html(entry: Entry, page: _Page, style: _Style) -> str:
         row.append(page.figure(rec, "reconstruction", "reconstruction"))
     out.append(f"<div class='row'>{''.join(row)}</div>")
     out.extend([_vae_table(entry, page, style)] if vae else _classifier_tables(entry, page, style))
+    if result.feature_maps:
+        out.append(_feature_maps_table(entry, page, style))
+    if result.consistency:
+        out.append(_consistency_table(entry, page, style))
     t = result.timing
     meta = f"model {result.model_name} · server explain {t.explain_ms:.0f} ms · round trip {t.round_trip_ms:.0f} ms"
     out.append(f"<p class='meta'>{html.escape(meta)}</p></section>")
@@ -276,7 +368,9 @@ def _vae_table(entry: Entry, page: _Page, style: _Style) -> str:
     result = entry.result
     regions = result.targets
     head = "".join(
-        f"<th>region R{r}{html.escape(f' {tuple(entry.regions[r])}' if r < len(entry.regions) else '')}</th>"
+        "<th>whole image</th>"
+        if r < 0
+        else f"<th>region R{r}{html.escape(f' {tuple(entry.regions[r])}' if r < len(entry.regions) else '')}</th>"
         for r in regions
     )
     rows = []
@@ -288,10 +382,66 @@ def _vae_table(entry: Entry, page: _Page, style: _Style) -> str:
             if m is None:
                 cells.append("<td></td>")
                 continue
-            boxes = [entry.regions[r]] if r < len(entry.regions) else []
+            boxes = [entry.regions[r]] if 0 <= r < len(entry.regions) else []
             picture = style.picture(entry, m, on_original=False, boxes=boxes)
-            stem = f"{method}_{layer or 'input'}_r{r}"
+            stem = f"{method}_{layer or 'input'}_" + (f"r{r}" if r >= 0 else "image")
             cells.append(f"<td>{page.figure(picture, stem, _caption(m))}</td>")
         title = f"{method} · {layer}" if layer else method
         rows.append(f"<tr><th class='rowhead'>{html.escape(title)}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _feature_maps_table(entry: Entry, page: _Page, style: _Style) -> str:
+    """One row per (layer, target): the channels as coloured grids, each scaled to its own range, blocky on purpose
+    (the native resolution is what the layer has)."""
+    rows: dict[tuple[str, int], list[str]] = {}
+    thumb = max(48, style.size // 3)
+    for f in entry.result.feature_maps:
+        h, w = f.array.shape
+        scale = max(1, thumb // max(h, w))
+        picture = Image.fromarray(render.colorize(f.array, style.cmap)).resize(
+            (w * scale, h * scale), Image.Resampling.NEAREST
+        )
+        caption = f"channel {f.channel} · {f.score:.3g}"
+        stem = f"feature_{f.layer}_c{f.channel}_t{f.target}"
+        rows.setdefault((f.layer, f.target), []).append(f"<td>{page.figure(picture, stem, caption)}</td>")
+    ranked = "mean activation" if all(t < 0 for _, t in rows) else "Grad-CAM weight"
+    body = []
+    for (layer, target), cells in rows.items():
+        head = html.escape(layer + (f" · class {target}" if target >= 0 else ""))
+        body.append(f"<tr><th class='rowhead'>{head}</th>{''.join(cells)}</tr>")
+    return f"<h3>feature maps (top channels by {ranked})</h3><table>{''.join(body)}</table>"
+
+
+def _consistency_table(entry: Entry, page: _Page, style: _Style) -> str:
+    """One row per map: the map on the model input, then each transformed copy's map mapped back, with Spearman's
+    rho and the IoU of the top regions in the caption (numbers only when the call asked for no maps)."""
+    result = entry.result
+    view = render.model_view(entry.image, result.geometry, size=style.size)
+    transforms = list(dict.fromkeys(a.transform for a in result.consistency))
+    head = "".join(f"<th>{html.escape(t)}, mapped back</th>" for t in transforms)
+    rows = []
+    for key in dict.fromkeys(MapKey(a.method, a.layer, a.target) for a in result.consistency):
+        original = result.maps.get(key)
+        cells = ["<td></td>"]
+        if original is not None:
+            cells.clear()
+            flat = original.reduce("abs_max").array if original.is_gradient else original.array
+            stem = f"consistency_{key.method}_{key.layer or 'input'}_t{key.target}"
+            picture = render.overlay(view, flat, cmap=style.cmap, alpha=style.alpha)
+            cells.append(f"<td>{page.figure(picture, stem, 'original')}</td>")
+        for transform in transforms:
+            a = result.agreement(key.method, transform, layer=key.layer, target=key.target)
+            caption = f"rho {a.spearman:.3f} · IoU {a.iou:.3f} · {a.coverage:.0%} compared"
+            if a.mapped is None:
+                cells.append(f"<td class='legend'>{html.escape(caption)}</td>")
+                continue
+            picture = render.overlay(view, a.mapped, cmap=style.cmap, alpha=style.alpha)
+            stem = f"consistency_{key.method}_{key.layer or 'input'}_t{key.target}_{transform}"
+            cells.append(f"<td>{page.figure(picture, stem, caption)}</td>")
+        title = f"{key.method} · {key.layer or 'input'} · class {key.target}"
+        rows.append(f"<tr><th class='rowhead'>{html.escape(title)}</th>{''.join(cells)}</tr>")
+    return (
+        "<h3>consistency: the same maps for transformed copies, mapped back onto this input</h3>"
+        f"<table><tr><th></th><th>map</th>{head}</tr>{''.join(rows)}</table>"
+    )

@@ -5,11 +5,24 @@
 >>> result.map("gradcam")            # [h, w] at the layer's resolution
 """
 
+from handlers.engine._consistency import TRANSFORMS, ConsistencySpec, Transform
 from handlers.engine._explainer import Explainer
+from handlers.engine._features import FEATURE_RANKS, FeatureMapSpec, FeatureRank
+from handlers.engine._filters import FilterView, conv_layers, filters
 from handlers.engine._grid import GridLayout, detect_layout
 from handlers.engine._reduce import GradientReduction, reduce_gradient
-from handlers.engine._result import CUSTOM_TARGET, Explanation, MapKey, Prediction, minmax
+from handlers.engine._result import (
+    CUSTOM_TARGET,
+    NO_TARGET,
+    Agreement,
+    Explanation,
+    FeatureMap,
+    MapKey,
+    Prediction,
+    minmax,
+)
 from handlers.engine._vae import (
+    IMAGE_TARGET,
     LATENT_TOTAL,
     Box,
     Mask,
@@ -24,6 +37,7 @@ from handlers.engine._vae import (
     register_vae_method,
     vae_methods,
 )
+from handlers.engine._visualize import Visualization, VisualizeSpec, visualize
 from handlers.engine.errors import (
     CamserveError,
     InternalError,
@@ -45,12 +59,22 @@ from handlers.engine.methods import (
 
 __all__ = [
     "CUSTOM_TARGET",
+    "FEATURE_RANKS",
+    "IMAGE_TARGET",
     "LATENT_TOTAL",
+    "NO_TARGET",
+    "TRANSFORMS",
+    "Agreement",
     "Box",
     "CamserveError",
+    "ConsistencySpec",
     "Cost",
     "Explainer",
     "Explanation",
+    "FeatureMap",
+    "FeatureMapSpec",
+    "FeatureRank",
+    "FilterView",
     "GradientReduction",
     "GridLayout",
     "InternalError",
@@ -66,14 +90,19 @@ __all__ = [
     "Region",
     "RegionsArg",
     "ResourceExhaustedError",
+    "Transform",
     "UnavailableError",
     "VAEExplainer",
     "VAEExplanation",
     "VAEMethod",
     "VAEModel",
+    "Visualization",
+    "VisualizeSpec",
     "available_methods",
     "check_region",
+    "conv_layers",
     "detect_layout",
+    "filters",
     "get_method",
     "get_vae_method",
     "minmax",
@@ -81,4 +110,5 @@ __all__ = [
     "register_method",
     "register_vae_method",
     "vae_methods",
+    "visualize",
 ]

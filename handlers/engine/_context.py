@@ -2,7 +2,8 @@
 
 Both explainers fill the same :class:`BatchContext`; it is the classifier methods'
 :class:`~handlers.engine.methods.MethodContext` and the VAE methods' :class:`~handlers.engine._vae._base.VAEContext`.
-What a model kind does not have is left empty: a VAE has no linear head, a classifier no latent gradients.
+What a model kind does not have is left empty: a VAE has no linear head, a classifier no latent gradients and no
+reconstruction.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class BatchContext:
         attention: Self-attention weights ``[B, heads, N, N]`` by layer, in forward order (their gradients, when a
             method needs them, are in ``layer_grads`` under the same names).
         token_grid: How the attention's tokens read as a grid (set whenever ``attention`` is).
+        images: The explained inputs ``[B, C, H, W]`` (VAE anomaly maps).
+        reconstruction: The VAE's reconstructions of them ``[B, C, H', W']``.
+        kl_grads: d KL(q(z|x) || N(0, I)) / d layer output, ``[1, *activation.shape]`` per layer (VAE).
     """
 
     def __init__(
@@ -80,6 +84,9 @@ class BatchContext:
         rows: int = 1,
         attention: Mapping[str, Tensor] = _EMPTY,
         token_grid: GridLayout | None = None,
+        images: Tensor | None = None,
+        reconstruction: Tensor | None = None,
+        kl_grads: Mapping[str, Tensor] = _EMPTY,
     ) -> None:
         self._input_size = input_size
         self._activations = activations
@@ -93,6 +100,9 @@ class BatchContext:
         self._rows = rows
         self._attention = attention
         self._token_grid = token_grid
+        self._images = images
+        self._reconstruction = reconstruction
+        self._kl_grads = kl_grads
         self._results: dict[tuple[MapMethod, str], Tensor] = {}
         self._reports: dict[str, dict[tuple[str, str], Tensor]] = {}
 
@@ -126,6 +136,32 @@ class BatchContext:
     def latent_gradient(self, layer: str) -> Tensor:
         """d latent dimension / d layer output as a grid ``[L, B, C, h, w]``."""
         return self._layouts[layer].to_grid(self._latent_grads[layer]).float()
+
+    def kl_gradient(self, layer: str) -> Tensor:
+        """d KL(q(z|x) || N(0, I)) / d layer output as a grid ``[1, B, C, h, w]``."""
+        return self._layouts[layer].to_grid(self._kl_grads[layer]).float()
+
+    @property
+    def images(self) -> Tensor:
+        """The explained inputs ``[B, C, H, W]``, float32.
+
+        Raises:
+            InvalidArgumentError: This explainer records no inputs for its methods (a classifier).
+        """
+        if self._images is None:
+            raise InvalidArgumentError("this explainer gives its methods no input images", field="methods")
+        return self._images.detach().float()
+
+    @property
+    def reconstruction(self) -> Tensor:
+        """The reconstructions ``[B, C, H', W']``, float32.
+
+        Raises:
+            InvalidArgumentError: The model makes none (a classifier).
+        """
+        if self._reconstruction is None:
+            raise InvalidArgumentError("this model makes no reconstruction", field="methods")
+        return self._reconstruction.detach().float()
 
     def attention(self) -> tuple[Tensor, ...]:
         """Every self-attention layer's weights ``[B, heads, N, N]``, in forward order."""

@@ -9,12 +9,14 @@ import torch
 from torch import Tensor, nn
 
 from handlers.engine._attention import attention_modules, capture_attention, token_grid
+from handlers.engine._consistency import ConsistencySpec, check_consistency
 from handlers.engine._context import BatchContext, HeadWeights
+from handlers.engine._features import FeatureMapSpec, select_feature_maps
 from handlers.engine._grid import detect_layout, layouts_of
 from handlers.engine._hooks import capture_outputs
 from handlers.engine._layers import ProbeResult, patch_size, probe, resolve_layers
 from handlers.engine._passes import ModelPasses
-from handlers.engine._result import Explanation, MapKey, Prediction
+from handlers.engine._result import Explanation, FeatureMap, MapKey, Prediction
 from handlers.engine._runner import (
     GradientRunner,
     gradient_rows,
@@ -32,7 +34,16 @@ from handlers.engine._targets import (
     resolve_targets,
 )
 from handlers.engine.errors import InvalidArgumentError
-from handlers.engine.methods import GradientRule, Method, MethodParams, ModelFacts, Need, available_methods, get_method
+from handlers.engine.methods import (
+    GradientRule,
+    Method,
+    MethodParams,
+    ModelFacts,
+    Need,
+    available_methods,
+    get_method,
+    with_dependencies,
+)
 
 __all__ = ["Explainer"]
 
@@ -43,20 +54,6 @@ _SMOOTH_RULES: tuple[tuple[Need, GradientRule], ...] = (
     ("smooth_guided_grad", "guided"),
 )
 _ATTENTION: frozenset[Need] = frozenset({"attention", "attention_grad"})
-
-
-def _closure(methods: Sequence[Method]) -> list[Method]:
-    """The requested methods plus everything they depend on, dependencies first."""
-    out: dict[str, Method] = {}
-
-    def add(m: Method) -> None:
-        for dep in m.depends_on:
-            add(get_method(dep))
-        out.setdefault(m.name, m)
-
-    for m in methods:
-        add(m)
-    return list(out.values())
 
 
 def _head_weights(head: nn.Linear | None, gap_layers: frozenset[str], targets: ResolvedTargets) -> HeadWeights:
@@ -190,6 +187,9 @@ class Explainer(GradientRunner):
         top_k: TopKArg = None,
         top_predictions: int = 5,
         options: MethodParams | None = None,
+        *,
+        feature_maps: FeatureMapSpec | None = None,
+        consistency: ConsistencySpec | None = None,
     ) -> list[Explanation]:
         """Explain a batch: one :class:`Explanation` per image, in order.
 
@@ -204,6 +204,10 @@ class Explainer(GradientRunner):
             top_predictions: How many top predictions to report per image.
             options: Parameters of the methods that run passes of their own (Integrated Gradients, SmoothGrad,
                 Score-CAM); ``None`` = the defaults of :class:`~handlers.engine.MethodParams`.
+            feature_maps: Also return the top channels of layers (:attr:`Explanation.feature_maps`), from the same
+                forward pass; its layers default to ``layers`` (or :attr:`default_layers`).
+            consistency: Also explain transformed copies of every image (flipped, shifted, rotated) for the same
+                targets and report how well each map agrees once mapped back (:attr:`Explanation.consistency`).
 
         Raises:
             InvalidArgumentError: Invalid images, methods, targets, top_k, or a layer that cannot be used.
@@ -225,7 +229,7 @@ class Explainer(GradientRunner):
         if names is not None and not names:
             raise InvalidArgumentError("layers is empty; pass None for the default layers", field="layers")
         use_layers = names if layer_scope and names is not None else ()
-        for m in _closure(chosen):
+        for m in with_dependencies(chosen):
             if "head_weights" in m.needs:
                 self._check_head(m, spec, use_layers)
             if m.needs & _ATTENTION and not self._attention:
@@ -234,12 +238,26 @@ class Explainer(GradientRunner):
                     "(e.g. torchvision's vit_b_16); this model has none",
                     field="methods",
                 )
-        return self._split_on_oom(
+        features = self._feature_request(feature_maps, names)
+        if consistency is not None and not isinstance(consistency, ConsistencySpec):
+            raise InvalidArgumentError("consistency must be a ConsistencySpec or None", field="consistency")
+        results = self._split_on_oom(
             lambda part: self._run(
-                x[part], chosen, use_layers, spec.slice(part.start, part.stop), top_predictions, params
+                x[part], chosen, use_layers, spec.slice(part.start, part.stop), top_predictions, params, features
             ),
             int(x.shape[0]),
             "batch",
+        )
+        if consistency is None or not chosen:
+            return results
+        fn = spec.fn
+        return check_consistency(
+            lambda xt, targets: self.explain(
+                xt, [m.name for m in chosen], use_layers or None, fn or targets, top_predictions=0, options=params
+            ),
+            x,
+            results,
+            consistency,
         )
 
     # ----------------------------------------------------------------------------------------------- internals
@@ -269,6 +287,20 @@ class Explainer(GradientRunner):
                 field="methods",
             )
 
+    def _feature_request(
+        self, spec: FeatureMapSpec | None, call_layers: tuple[str, ...] | None
+    ) -> tuple[FeatureMapSpec, tuple[str, ...]] | None:
+        """The feature-map request with its resolved layers, or ``None``."""
+        if spec is None:
+            return None
+        if not isinstance(spec, FeatureMapSpec):
+            raise InvalidArgumentError("feature_maps must be a FeatureMapSpec or None", field="feature_maps")
+        if spec.layers is not None:
+            layers = self._parse_layers(spec.layers)
+        else:
+            layers = call_layers if call_layers else self.default_layers
+        return spec, layers
+
     def _run(
         self,
         images: Tensor,
@@ -277,13 +309,20 @@ class Explainer(GradientRunner):
         spec: TargetSpec,
         top_predictions: int,
         params: MethodParams,
+        features: tuple[FeatureMapSpec, tuple[str, ...]] | None = None,
     ) -> list[Explanation]:
         """One batch: forward with hooks, the needed backward passes, the methods, the per-image results."""
-        everything = _closure(methods)
+        everything = with_dependencies(methods)
         needs: set[Need] = set().union(*(m.needs for m in everything)) if everything else set()
         rules = input_rules(needs)
+        map_layers = layers if "activation" in needs or "layer_grad" in needs else ()
+        feature_layers = features[1] if features is not None else ()
+        graded = features is not None and features[0].needs_gradient
+        grad_layers = tuple(dict.fromkeys((*layers, *feature_layers))) if graded else layers
+        if graded:
+            needs.add("layer_grad")
         grad_enabled = "layer_grad" in needs or "attention_grad" in needs or bool(rules)
-        modules = resolve_layers(self._model, layers) if "activation" in needs or "layer_grad" in needs else {}
+        modules = resolve_layers(self._model, tuple(dict.fromkeys((*map_layers, *feature_layers))))
         input_hw = (int(images.shape[2]), int(images.shape[3]))
         with self._batch_scope(images, grad_enabled) as x:
             if rules:
@@ -303,7 +342,7 @@ class Explainer(GradientRunner):
             )
             targets = resolve_targets(spec, output, differentiate=grad_enabled)
             layer_grads, input_grads = run_passes(
-                plan_passes(x, captured, layers, needs, attention),
+                plan_passes(x, captured, grad_layers, needs, attention),
                 targets.output.grad_fn,
                 lambda inputs, retain: gradient_rows(targets.output, inputs, targets.seeds, retain, _OFF_PATH),
             )
@@ -327,7 +366,17 @@ class Explainer(GradientRunner):
                 )
                 results = ctx.maps(methods, layers)
                 predictions = self._predictions(output.detach().float(), top_predictions)
-        return self._assemble(results, targets, predictions, input_hw, ctx.reports("completeness_error"))
+                chosen_features: list[tuple[FeatureMap, ...]] = [() for _ in range(int(images.shape[0]))]
+                if features is not None:  # after the maps: reading the ranks syncs with the device
+                    chosen_features = select_feature_maps(
+                        features[0],
+                        feature_layers,
+                        {n: ctx.activation(n) for n in feature_layers},
+                        {n: ctx.layer_gradient(n) for n in feature_layers} if graded else {},
+                        targets.per_image(),
+                    )
+        completeness = ctx.reports("completeness_error")
+        return self._assemble(results, targets, predictions, input_hw, completeness, chosen_features)
 
     def _passes(
         self, x: Tensor, targets: ResolvedTargets, spec: TargetSpec, params: MethodParams, needs: set[Need]
@@ -378,6 +427,7 @@ class Explainer(GradientRunner):
         predictions: list[tuple[Prediction, ...]],
         input_hw: tuple[int, int],
         completeness: Mapping[tuple[str, str], Tensor],
+        features: list[tuple[FeatureMap, ...]],
     ) -> list[Explanation]:
         out: list[Explanation] = []
         errors = {key: values.tolist() for key, values in completeness.items()}
@@ -392,5 +442,9 @@ class Explainer(GradientRunner):
                 for (method, layer), rows in errors.items()
                 for j, target in enumerate(ids)
             }
-            out.append(Explanation(predictions[i], ids, MappingProxyType(maps), input_hw, MappingProxyType(complete)))
+            out.append(
+                Explanation(
+                    predictions[i], ids, MappingProxyType(maps), input_hw, MappingProxyType(complete), features[i]
+                )
+            )
         return out

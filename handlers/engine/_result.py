@@ -13,10 +13,12 @@ from torch import Tensor
 
 from handlers.engine.errors import InvalidArgumentError, NotFoundError
 
-__all__ = ["CUSTOM_TARGET", "Explanation", "MapKey", "Prediction"]
+__all__ = ["CUSTOM_TARGET", "NO_TARGET", "Agreement", "Explanation", "FeatureMap", "MapKey", "Prediction"]
 
 #: ``MapKey.target`` (and ``Explanation.targets``) value used when the target is a callable, not a class id.
 CUSTOM_TARGET = -1
+#: ``FeatureMap.target`` of channels ranked by mean activation, which belong to no target.
+NO_TARGET = -1
 
 
 class MapKey(NamedTuple):
@@ -44,6 +46,50 @@ class Prediction:
     label: str | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class FeatureMap:
+    """One channel of a layer's output for one image, from the forward pass of the prediction.
+
+    Attributes:
+        layer: The layer's dotted name.
+        channel: The channel index in the layer's output grid ``[C, h, w]``.
+        score: What the channel was ranked by: its mean activation (``rank="mean"``) or its Grad-CAM weight
+            ``mean_hw(dy/dA_c)`` for ``target`` (``rank="gradcam"``).
+        target: The class whose Grad-CAM weights ranked the channel; ``NO_TARGET`` (-1) for ``rank="mean"``.
+        values: ``[h, w]`` float32, the channel at the layer's native resolution, on the model's device.
+    """
+
+    layer: str
+    channel: int
+    score: float
+    target: int
+    values: Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class Agreement:
+    """How well one map survives one input transform (a consistency check).
+
+    The image was transformed, explained again for the same target, and that map mapped back onto the original
+    image's geometry (input resolution); both maps are compared on the pixels that stayed inside the image.
+
+    Attributes:
+        key: The original map's address (method, layer, target).
+        transform: ``"hflip"``, ``"shift"`` or ``"rotate"``.
+        spearman: Spearman rank correlation of the two maps over the compared pixels (NaN when either is constant).
+        iou: Intersection over union of their top-``top_fraction`` regions (NaN when neither has one).
+        coverage: Fraction of the input's pixels that were compared.
+        mapped: ``[H, W]`` float32: the transformed image's map, mapped back (0 outside the compared pixels).
+    """
+
+    key: MapKey
+    transform: str
+    spearman: float
+    iou: float
+    coverage: float
+    mapped: Tensor
+
+
 @dataclass(frozen=True)
 class Explanation:
     """Predictions and explanation maps for one image, from one forward pass.
@@ -56,6 +102,9 @@ class Explanation:
         input_size: The model input ``(H, W)`` the maps refer to.
         completeness_errors: For Integrated Gradients maps: ``|sum attr - (Y(x) - Y(baseline))| / |Y(x) -
             Y(baseline)|``, by the map's key (no entry for other methods).
+        feature_maps: The requested layers' top channels (``explain(feature_maps=...)``), layer by layer, best
+            first (per target, in target order, for ``rank="gradcam"``).
+        consistency: One :class:`Agreement` per map and transform (``explain(consistency=...)``), in map order.
     """
 
     predictions: tuple[Prediction, ...]
@@ -63,6 +112,8 @@ class Explanation:
     maps: Mapping[MapKey, Tensor]
     input_size: tuple[int, int]
     completeness_errors: Mapping[MapKey, float] = field(default_factory=lambda: MappingProxyType({}))
+    feature_maps: tuple[FeatureMap, ...] = ()
+    consistency: tuple[Agreement, ...] = ()
 
     def key(self, method: str, layer: str | None = None, target: int | None = None) -> MapKey:
         """Resolve a possibly partial address to the one matching :class:`MapKey`.

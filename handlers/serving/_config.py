@@ -40,6 +40,9 @@ class Limits:
         max_passes: The time budget of one request, in model passes: forward inputs plus backward passes over all
             its images, methods, layers and targets, as the methods declare them (prediction forwards not
             counted). A request over it is refused before any work starts.
+        max_feature_maps: Feature maps per image (layers x top_n, times the targets for Grad-CAM ranking).
+        max_visualize_steps: Steps of one activation-maximisation request.
+        max_visualize_ms: Wall time of one activation-maximisation request (it holds its worker that long).
     """
 
     max_images: int = 16
@@ -52,6 +55,9 @@ class Limits:
     max_samples: int = 64
     max_channels: int = 2048
     max_passes: int = 4096
+    max_feature_maps: int = 256
+    max_visualize_steps: int = 500
+    max_visualize_ms: int = 2000
 
 
 @dataclass(frozen=True)

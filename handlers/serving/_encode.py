@@ -15,7 +15,7 @@ from typing import Final
 import torch
 from camserve_proto.camserve.v1 import explain_pb2
 
-from handlers.engine import Explanation, MapKey, VAEExplanation
+from handlers.engine import Agreement, Explanation, MapKey, VAEExplanation
 from handlers.engine.errors import InternalError
 from handlers.preprocess import Geometry
 from handlers.serving._errors import to_camserve_error
@@ -29,10 +29,16 @@ __all__ = [
     "error_response",
     "model_info",
     "model_info_json",
+    "ordered_agreements",
     "ordered_maps",
     "reconstruction_of",
 ]
 
+_TRANSFORM_ENUM: Final[dict[str, explain_pb2.Transform]] = {
+    "hflip": explain_pb2.TRANSFORM_HFLIP,
+    "shift": explain_pb2.TRANSFORM_SHIFT,
+    "rotate": explain_pb2.TRANSFORM_ROTATE,
+}
 _ENCODING_ENUM: Final[dict[str, explain_pb2.Encoding]] = {
     "FLOAT16": explain_pb2.FLOAT16,
     "FLOAT32": explain_pb2.FLOAT32,
@@ -65,6 +71,12 @@ def ordered_maps(parsed: ParsedRequest, result: Explanation) -> list[tuple[MapKe
             target_rank.get(int(item[0].target), last),
         ),
     )
+
+
+def ordered_agreements(maps: list[tuple[MapKey, torch.Tensor]], result: Explanation) -> list[Agreement]:
+    """The consistency check's agreements with maps in response order (``ordered_maps``), transforms as computed."""
+    rank = {key: i for i, (key, _) in enumerate(maps)}
+    return sorted(result.consistency, key=lambda a: rank.get(a.key, len(rank)))
 
 
 def reconstruction_of(result: Explanation) -> torch.Tensor | None:
@@ -149,16 +161,45 @@ def encode_response(
             continue
         for p in outcome.predictions:
             result.predictions.add(class_id=p.class_id, label=p.label or "", score=p.score, logit=p.logit)
-        for key, values in ordered_maps(parsed, outcome):
+        maps = ordered_maps(parsed, outcome)
+        for key, values in maps:
             encoded = _encode_map(values, parsed, caps, parsed.output.encoding)
-            entry = result.maps.add(method=key.method, layer=key.layer, target=int(key.target))
-            entry.data.CopyFrom(_tensor_message(encoded))
+            entry = result.maps.add(
+                method=key.method, layer=key.layer, target=int(key.target), data=_tensor_message(encoded)
+            )
             if key in outcome.completeness_errors:
                 entry.completeness_error = outcome.completeness_errors[key]
+        _add_insight(result, outcome, maps, parsed, caps)
         reconstruction = reconstruction_of(outcome)
         if parsed.output.include_reconstruction and reconstruction is not None:
             result.reconstruction.CopyFrom(_tensor_message(encode_array(reconstruction, parsed.output.encoding)))
     return response
+
+
+def _add_insight(
+    result: explain_pb2.ImageResult,
+    outcome: Explanation,
+    maps: list[tuple[MapKey, torch.Tensor]],
+    parsed: ParsedRequest,
+    caps: Capabilities,
+) -> None:
+    """Feature maps and consistency agreements of one image, when the request asked for them."""
+    encoding = parsed.output.encoding
+    for f in outcome.feature_maps:
+        data = _tensor_message(_encode_map(f.values, parsed, caps, encoding))
+        result.feature_maps.add(layer=f.layer, channel=f.channel, score=f.score, target=f.target, data=data)
+    for a in ordered_agreements(maps, outcome):
+        entry = result.consistency.add(
+            method=a.key.method,
+            layer=a.key.layer,
+            target=int(a.key.target),
+            transform=_TRANSFORM_ENUM[a.transform],
+            spearman=a.spearman,
+            iou=a.iou,
+            coverage=a.coverage,
+        )
+        if parsed.insight.consistency_maps:
+            entry.mapped.CopyFrom(_tensor_message(encode_array(a.mapped.detach().to("cpu", torch.float32), encoding)))
 
 
 def error_response(

@@ -24,6 +24,7 @@ from handlers.serving._errors import to_camserve_error
 from handlers.serving._images import PixelDType, decode_image, pixels_to_tensor
 from handlers.serving._maps import EncodingName
 from handlers.serving._options import parse_options
+from handlers.serving._parse_insight import parse_insight
 from handlers.serving._types import (
     DEFAULT_TOP_PREDICTIONS,
     Capabilities,
@@ -113,7 +114,9 @@ def parse_message(msg: explain_pb2.ExplainRequest, caps: Capabilities, pre: Prep
             images.append(_image(i, image, caps, pre, default_target, default_regions))
         except Exception as exc:  # typed errors as they are; anything else is a logged, generic INTERNAL
             images.append(ImageFailure(i, image_id, to_camserve_error(exc)))
-    return ParsedRequest(request_id, False, methods, layers, output, tuple(images), options)
+    max_targets = max((im.target.count for im in images if isinstance(im, ImageInput)), default=1)
+    insight = parse_insight(msg, caps, layers, max_targets)
+    return ParsedRequest(request_id, False, methods, layers, output, tuple(images), options, insight)
 
 
 def _short_text(value: str, name: str) -> str:

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from camserve_proto.camserve.v1 import explain_pb2
 
-from handlers.engine import Explanation
+from handlers.engine import Explanation, MapKey
 from handlers.engine.errors import InternalError, InvalidArgumentError
-from handlers.serving._encode import error_message, ordered_maps, reconstruction_of
+from handlers.serving._encode import error_message, ordered_agreements, ordered_maps, reconstruction_of
 from handlers.serving._errors import http_status
 from handlers.serving._maps import encode_array
 from handlers.serving._rest_options import OPTION_FIELDS, options_from_form
@@ -32,7 +32,12 @@ __all__ = ["JSON_VALUES_LIMIT", "REST_PARAMETERS", "encode_json", "error_json", 
 #: Maps with at most this many values also appear as nested lists in the REST JSON answer (e.g. a 7x7 Grad-CAM).
 JSON_VALUES_LIMIT: Final = 1024
 #: Options a REST raw-image call may carry as multipart form fields (TorchServe 0.12 drops query strings).
-REST_PARAMETERS: Final = ("methods", "layers", "top_k", "regions", *OPTION_FIELDS)
+REST_PARAMETERS: Final = ("methods", "layers", "top_k", "regions", "feature_maps", "consistency", *OPTION_FIELDS)
+_REST_TRANSFORMS: Final = {
+    "hflip": explain_pb2.TRANSFORM_HFLIP,
+    "shift": explain_pb2.TRANSFORM_SHIFT,
+    "rotate": explain_pb2.TRANSFORM_ROTATE,
+}
 
 
 def request_from_rest(body: bytes, params: Mapping[str, str]) -> explain_pb2.ExplainRequest:
@@ -41,8 +46,9 @@ def request_from_rest(body: bytes, params: Mapping[str, str]) -> explain_pb2.Exp
     A plain body (``curl -T cat.jpg URL``) uses the model's defaults. Options need a multipart form, whose other
     fields TorchServe passes on as item keys (it drops query strings): ``curl -F data=@cat.jpg -F
     methods=gradcam,saliency -F top_k=3 URL``. Accepted fields (comma-separated lists): ``methods``, ``layers``,
-    ``top_k``, ``regions=x0,y0,x1,y1;x0,y0,x1,y1`` (VAE boxes), and the method options ``steps``, ``rule``,
-    ``baseline``, ``samples``, ``noise``, ``seed`` (as in ``MethodOptions``).
+    ``top_k``, ``regions=x0,y0,x1,y1;x0,y0,x1,y1`` (VAE boxes), ``feature_maps=N`` (the top N channels of each
+    layer by mean activation), ``consistency=hflip,shift,rotate`` (or ``all``: a consistency check), and the method
+    options ``steps``, ``rule``, ``baseline``, ``samples``, ``noise``, ``seed`` (as in ``MethodOptions``).
 
     Raises:
         InvalidArgumentError: Unknown parameters or malformed values.
@@ -61,13 +67,22 @@ def request_from_rest(body: bytes, params: Mapping[str, str]) -> explain_pb2.Exp
     msg.methods.extend(_split(params.get("methods", "")))
     msg.layers.extend(_split(params.get("layers", "")))
     if "top_k" in params:
-        try:
-            top_k = int(params["top_k"])
-        except ValueError as exc:
-            raise InvalidArgumentError(f"top_k must be an integer, got {params['top_k']!r}", field="top_k") from exc
-        if top_k < 1:
-            raise InvalidArgumentError(f"top_k must be at least 1, got {top_k}", field="top_k")
-        msg.target.top_k = top_k
+        msg.target.top_k = _positive_int(params["top_k"], "top_k")
+    if "feature_maps" in params:
+        msg.feature_maps.top_n = _positive_int(params["feature_maps"], "feature_maps")
+    if "consistency" in params:
+        names = _split(params["consistency"])
+        if names == ["all"]:
+            names = list(_REST_TRANSFORMS)
+        for name in names:
+            if name not in _REST_TRANSFORMS:
+                raise InvalidArgumentError(
+                    f"consistency is 'all' or a list of {', '.join(_REST_TRANSFORMS)}; got {params['consistency']!r}",
+                    field="consistency",
+                )
+        if not names:
+            raise InvalidArgumentError("consistency is empty; use 'all' or a list of transforms", field="consistency")
+        msg.consistency.transforms.extend(_REST_TRANSFORMS[name] for name in names)
     for i, text in enumerate(p for p in params.get("regions", "").split(";") if p.strip()):
         try:
             x0, y0, x1, y1 = (int(v) for v in text.split(","))
@@ -82,6 +97,16 @@ def request_from_rest(body: bytes, params: Mapping[str, str]) -> explain_pb2.Exp
     return msg
 
 
+def _positive_int(text: str, field: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"{field} must be an integer, got {text!r}", field=field) from exc
+    if value < 1:
+        raise InvalidArgumentError(f"{field} must be at least 1, got {value}", field=field)
+    return value
+
+
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -94,14 +119,43 @@ def _json_values(array: np.ndarray) -> Any:
     return np.vectorize(_json_number, otypes=[float])(array).tolist()
 
 
-def _json_map(
-    method: str, layer: str, target: int, values: torch.Tensor, completeness: float | None = None
-) -> dict[str, Any]:
+def _json_score(value: float) -> float | None:
+    return None if math.isnan(value) else _json_number(value)
+
+
+def _json_insight(outcome: Explanation, maps: list[tuple[MapKey, torch.Tensor]], with_maps: bool) -> dict[str, Any]:
+    """The feature maps and consistency agreements of a REST answer (only the keys the request asked for)."""
+    body: dict[str, Any] = {}
+    if outcome.feature_maps:
+        body["feature_maps"] = [
+            _json_map(
+                {"layer": f.layer, "channel": f.channel, "score": _json_number(f.score), "target": f.target}, f.values
+            )
+            for f in outcome.feature_maps
+        ]
+    agreements = ordered_agreements(maps, outcome)
+    if agreements:
+        body["consistency"] = []
+        for a in agreements:
+            entry: dict[str, Any] = {
+                "method": a.key.method,
+                "layer": a.key.layer,
+                "target": int(a.key.target),
+                "transform": a.transform,
+                "spearman": _json_score(a.spearman),
+                "iou": _json_score(a.iou),
+                "coverage": _json_number(a.coverage),
+            }
+            if with_maps:
+                entry["png"] = base64.b64encode(encode_array(a.mapped, "PNG").data).decode()
+            body["consistency"].append(entry)
+    return body
+
+
+def _json_map(address: dict[str, Any], values: torch.Tensor, completeness: float | None = None) -> dict[str, Any]:
     as_png = encode_array(values, "PNG")
     entry: dict[str, Any] = {
-        "method": method,
-        "layer": layer,
-        "target": target,
+        **address,
         "shape": list(as_png.shape),
         "min": _json_number(as_png.value_min),
         "max": _json_number(as_png.value_max),
@@ -149,9 +203,14 @@ def encode_json(
     if isinstance(outcome, BaseException):
         return error_json(outcome)
     g = image.geometry
+    ordered = ordered_maps(parsed, outcome)
     maps = [
-        _json_map(key.method, key.layer, int(key.target), values, outcome.completeness_errors.get(key))
-        for key, values in ordered_maps(parsed, outcome)
+        _json_map(
+            {"method": key.method, "layer": key.layer, "target": int(key.target)},
+            values,
+            outcome.completeness_errors.get(key),
+        )
+        for key, values in ordered
     ]
     encode_ms = timing.encode_ms if encode_start is None else (time.perf_counter() - encode_start) * 1000.0
     body: dict[str, Any] = {
@@ -179,6 +238,7 @@ def encode_json(
             "batch_size": timing.batch_size,
         },
     }
+    body.update(_json_insight(outcome, ordered, parsed.insight.consistency_maps))
     reconstruction = reconstruction_of(outcome)
     if reconstruction is not None and parsed.output.include_reconstruction:
         body["reconstruction_png"] = base64.b64encode(encode_array(reconstruction, "PNG").data).decode()

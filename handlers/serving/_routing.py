@@ -11,6 +11,10 @@ Inputs accepted per item (``data[i]``):
   multipart ``curl -F data=@cat.jpg -F methods=gradcam -F top_k=3 URL``: form fields ``methods``, ``layers``,
   ``top_k``, ``regions`` arrive as further keys; TorchServe 0.12 drops query strings). Answered with JSON
   (:func:`handlers.serving._rest.encode_json`), with a real HTTP status on errors (400/404/413/500/503).
+- ``{"filters": <FiltersRequest bytes>}`` — a model's convolution kernels (gRPC ``input["filters"]``). Answered with
+  ``FiltersResponse`` bytes (:mod:`handlers.serving._filters`), errors in band.
+- ``{"visualize": <VisualizeRequest bytes>}`` — activation maximisation (gRPC ``input["visualize"]``). Answered with
+  ``VisualizeResponse`` bytes (:mod:`handlers.serving._visualize`), errors in band.
 - TorchServe's describe call (``GET /models/<name>?customized=true``, header ``describe: True``): ``ModelInfo`` JSON.
 
 Note for curl users: ``curl --data-binary @img.png`` sends ``application/x-www-form-urlencoded``, which TorchServe
@@ -24,9 +28,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from camserve_proto.camserve.v1 import explain_pb2
+from google.protobuf.message import DecodeError
 
 from handlers.engine.errors import DeadlineExceededError, InvalidArgumentError
 from handlers.serving._parse import decode_request
@@ -35,18 +40,23 @@ from handlers.serving._rest import request_from_rest
 __all__ = [
     "BODY_KEYS",
     "DEADLINE_KEY",
+    "FILTERS_KEY",
     "PROTOBUF_CONTENT_TYPES",
     "REQUEST_KEY",
+    "VISUALIZE_KEY",
     "ReplyKind",
     "check_deadline",
+    "direct_message",
     "reply_kind",
     "request_message",
     "set_reply_headers",
 ]
 
-ReplyKind = Literal["proto", "json", "describe"]
+ReplyKind = Literal["proto", "json", "describe", "filters", "visualize"]
 
 REQUEST_KEY: Final = "request"
+FILTERS_KEY: Final = "filters"
+VISUALIZE_KEY: Final = "visualize"
 BODY_KEYS: Final = ("body", "data")
 #: Input key with the caller's deadline (Unix time, ms), added by the gateway (deploy/gateway.py): an item whose
 #: deadline has passed while it waited in TorchServe's queue is answered DEADLINE_EXCEEDED without being computed.
@@ -88,6 +98,11 @@ def reply_kind(index: int, row: Any, context: Any) -> ReplyKind:
     """How item ``index`` is answered (never raises): see the module docstring for the rules."""
     if str(_header(context, index, "describe")) == "True":
         return "describe"
+    if isinstance(row, Mapping) and REQUEST_KEY not in row:
+        if FILTERS_KEY in row:
+            return "filters"
+        if VISUALIZE_KEY in row:
+            return "visualize"
     if not isinstance(row, Mapping) or REQUEST_KEY in row:
         return "proto"
     for key in BODY_KEYS:
@@ -141,6 +156,32 @@ def request_message(row: Any, reply: ReplyKind) -> explain_pb2.ExplainRequest:
     body = _as_bytes(row[body_key], body_key)
     params = {str(k): _as_text(v, str(k)) for k, v in row.items() if k not in (body_key, DEADLINE_KEY)}
     return request_from_rest(body, params)
+
+
+M = TypeVar("M", explain_pb2.FiltersRequest, explain_pb2.VisualizeRequest)
+
+
+def direct_message(row: Mapping[str, Any], key: str, message: type[M]) -> M:
+    """The ``FiltersRequest`` / ``VisualizeRequest`` an item carries under ``key`` (checked like ``request``).
+
+    Raises:
+        InvalidArgumentError: Not binary, or not a valid message of that type (field ``key``).
+    """
+    raw = row[key]
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise InvalidArgumentError(
+            f"{key} must be {message.DESCRIPTOR.name} bytes, got {type(raw).__name__}", field=key
+        )
+    msg = message()
+    try:
+        msg.ParseFromString(bytes(raw))
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise InvalidArgumentError(
+            f"the input is not a valid camserve.v1.{message.DESCRIPTOR.name}", field=key
+        ) from exc
+    return msg
 
 
 def set_reply_headers(context: Any, index: int, content_type: str, status: int | None) -> None:

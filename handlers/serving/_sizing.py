@@ -38,6 +38,40 @@ def _planned_maps(parsed: ParsedRequest, image: ImageInput, caps: Capabilities) 
     return shapes
 
 
+def _planned_insight(parsed: ParsedRequest, image: ImageInput, caps: Capabilities, maps: int) -> list[tuple[int, ...]]:
+    """Shapes of the feature maps and the consistency check's mapped-back maps for ``image`` (``()`` = numbers only).
+
+    Feature maps are bounded by ``top_n`` per layer (a layer may have fewer channels); one agreement per map and
+    transform.
+    """
+    shapes: list[tuple[int, ...]] = []
+    features = parsed.insight.feature_maps
+    if features is not None:
+        per_layer = features.top_n * (image.target.count if features.rank == "gradcam" else 1)
+        for layer in features.layers or ():
+            grid = caps.input_size if parsed.output.resolution == "INPUT" else caps.layer_grids[layer]
+            shapes.extend([tuple(grid)] * per_layer)
+    consistency = parsed.insight.consistency
+    if consistency is not None:
+        mapped: tuple[int, ...] = tuple(caps.input_size) if parsed.insight.consistency_maps else ()
+        shapes.extend([mapped] * (maps * len(consistency.transforms)))
+    return shapes
+
+
+def _insight_names(parsed: ParsedRequest, image: ImageInput, maps: int) -> int:
+    """Bytes of the layer and method names the feature maps and agreements of ``image`` repeat."""
+    total = 0
+    features = parsed.insight.feature_maps
+    if features is not None:
+        per_layer = features.top_n * (image.target.count if features.rank == "gradcam" else 1)
+        total += sum(len(layer.encode()) for layer in features.layers or ()) * per_layer
+    if parsed.insight.consistency is not None:
+        longest = max((len(m.encode()) for m in parsed.methods), default=0)
+        longest += max((len(layer.encode()) for layer in parsed.layers), default=0)
+        total += longest * maps * len(parsed.insight.consistency.transforms)
+    return total
+
+
 def response_size_bound(parsed: ParsedRequest, caps: Capabilities, *, as_json: bool = False) -> int:
     """An upper bound of the encoded response's size, computed from shapes before the engine runs.
 
@@ -54,8 +88,11 @@ def response_size_bound(parsed: ParsedRequest, caps: Capabilities, *, as_json: b
             total += len(image.error.message.encode()) + len(image.error.field)
             continue
         total += parsed.output.top_predictions * (_PER_PREDICTION + label_bytes) * (4 if as_json else 1)
-        for shape in _planned_maps(parsed, image, caps):
-            if as_json:
+        planned = _planned_maps(parsed, image, caps)
+        for shape in planned + _planned_insight(parsed, image, caps, len(planned)):
+            if not shape:  # a consistency agreement without its map: numbers and the map's address
+                total += _PER_MAP * (4 if as_json else 1)
+            elif as_json:
                 png = encoded_size_bound(shape, "PNG")
                 values = math.prod(shape)
                 total += 4 * math.ceil(png / 3) + _PER_MAP * 2
@@ -63,6 +100,7 @@ def response_size_bound(parsed: ParsedRequest, caps: Capabilities, *, as_json: b
                     total += values * 16
             else:
                 total += _PER_MAP + encoded_size_bound(shape, parsed.output.encoding)
+        total += _insight_names(parsed, image, len(planned))
         for method in parsed.methods:
             total += (len(method) + max((len(layer) for layer in parsed.layers), default=0)) * (len(parsed.layers) + 1)
         if parsed.output.include_reconstruction:

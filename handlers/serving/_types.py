@@ -13,7 +13,7 @@ from typing import Final, Literal
 
 import torch
 
-from handlers.engine import Cost, MethodParams
+from handlers.engine import ConsistencySpec, Cost, FeatureMapSpec, MethodParams
 from handlers.engine.errors import CamserveError
 from handlers.preprocess import Geometry
 from handlers.serving._config import Kind, Limits
@@ -24,6 +24,7 @@ __all__ = [
     "Capabilities",
     "ImageFailure",
     "ImageInput",
+    "InsightSpec",
     "MethodShape",
     "OutputSpec",
     "ParsedRequest",
@@ -46,7 +47,7 @@ class MethodShape:
         grid: True for maps on the layer's grid (``[h, w]`` of the layer); False for a fixed shape.
         fixed: The fixed shape (e.g. ``[3, H, W]`` for input gradients) when ``grid`` is False.
         count: Maps per layer when they do not follow the image's targets or regions (VAE ``latent_gradcam``: one
-            per latent channel plus their mean); 0 = one map per target or region.
+            per latent channel plus their mean; the VAE anomaly maps: 1); 0 = one map per target or region.
     """
 
     grid: bool
@@ -155,6 +156,21 @@ class ImageFailure:
     error: CamserveError
 
 
+@dataclass(frozen=True)
+class InsightSpec:
+    """The "look inside" extras of a classifier request, beside its maps.
+
+    Attributes:
+        feature_maps: The top channels of layers (its ``layers`` always resolved), or ``None``.
+        consistency: The consistency check of every map, or ``None``.
+        consistency_maps: Whether the consistency check's mapped-back maps are returned (not only its numbers).
+    """
+
+    feature_maps: FeatureMapSpec | None = None
+    consistency: ConsistencySpec | None = None
+    consistency_maps: bool = True
+
+
 @dataclass(frozen=True, eq=False)
 class ParsedRequest:
     """A validated request. ``describe`` requests carry no images."""
@@ -166,6 +182,7 @@ class ParsedRequest:
     output: OutputSpec
     images: tuple[ImageInput | ImageFailure, ...]
     options: MethodParams = field(default_factory=MethodParams)
+    insight: InsightSpec = InsightSpec()
 
     @property
     def valid_images(self) -> tuple[ImageInput, ...]:

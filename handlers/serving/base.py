@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import torch
+from camserve_proto.camserve.v1 import explain_pb2
 from torch import nn
 
 from handlers.engine import Explanation
@@ -42,8 +43,15 @@ from handlers.engine.errors import (
 from handlers.preprocess import Preprocessor
 from handlers.serving._budget import check_work_budget
 from handlers.serving._config import ServingConfig, parse_config
-from handlers.serving._encode import describe_response, encode_response, error_response, model_info_json
+from handlers.serving._encode import (
+    describe_response,
+    encode_response,
+    error_message,
+    error_response,
+    model_info_json,
+)
 from handlers.serving._errors import serving_error, to_camserve_error
+from handlers.serving._filters import answer_filters
 from handlers.serving._health import select_device
 from handlers.serving._parse import MAX_ID_LENGTH, parse_message
 from handlers.serving._provider import ModelProvider
@@ -58,6 +66,7 @@ from handlers.serving._routing import (
 )
 from handlers.serving._sizing import check_response_size
 from handlers.serving._types import Capabilities, ImageInput, ParsedRequest, Timing
+from handlers.serving._visualize import answer_visualize
 
 __all__ = ["ExplainHandler"]
 
@@ -83,6 +92,7 @@ class Prepared:
     error: CamserveError | None = None
     request_id: str = ""
     decode_ms: float = 0.0
+    answer: bytes | None = None  # an item answered without the engine (filters)
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,6 +269,8 @@ class ExplainHandler(ABC, Generic[EngineT]):
         try:
             if reply == "describe":
                 return Prepared(index, reply)
+            if reply in ("filters", "visualize"):
+                return Prepared(index, reply, answer=self._answer_direct(reply, row), decode_ms=_ms_since(start))
             check_deadline(row)
             message = request_message(row, reply)
             request_id = message.request_id[:MAX_ID_LENGTH]
@@ -273,6 +285,14 @@ class ExplainHandler(ABC, Generic[EngineT]):
             return Prepared(index, reply, parsed, None, request_id, _ms_since(start))
         except Exception as exc:
             return Prepared(index, reply, None, to_camserve_error(exc), request_id, _ms_since(start))
+
+    def _answer_direct(self, reply: ReplyKind, row: Any) -> bytes:
+        """The answer of an item that needs no image pipeline: filters or activation maximisation."""
+        loaded = self.loaded
+        names = {"model_name": loaded.model_name, "model_version": loaded.model_version}
+        if reply == "visualize":
+            return answer_visualize(row, loaded.model, loaded.caps, loaded.config, **names)
+        return answer_filters(row, loaded.model, max_response_bytes=loaded.caps.limits.max_response_bytes, **names)
 
     def inference(self, prepared: Sequence[Prepared]) -> list[Served]:
         """Groups the valid images of all items and runs each group through the engine once.
@@ -317,6 +337,9 @@ class ExplainHandler(ABC, Generic[EngineT]):
             if item.reply == "describe":
                 set_reply_headers(context, item.index, "application/json", 200)
                 return model_info_json(loaded.caps, model_name=loaded.model_name)
+            if item.answer is not None:
+                set_reply_headers(context, item.index, PROTOBUF_CONTENT_TYPES[0], None)
+                return item.answer
             start = time.perf_counter()
             if item.reply == "json":
                 return self._encode_json(served, context, batch_size, start)
@@ -390,6 +413,15 @@ class ExplainHandler(ABC, Generic[EngineT]):
         self, index: int, row: Any, context: Any, error: CamserveError, *, reply: ReplyKind | None = None
     ) -> bytes:
         kind = reply or reply_kind(index, row, context)
+        if kind in ("filters", "visualize"):
+            set_reply_headers(context, index, PROTOBUF_CONTENT_TYPES[0], None)
+            loaded = self._loaded
+            cls = explain_pb2.FiltersResponse if kind == "filters" else explain_pb2.VisualizeResponse
+            failed = cls(
+                model_name=loaded.model_name if loaded else "", model_version=loaded.model_version if loaded else ""
+            )
+            failed.error.CopyFrom(error_message(error))
+            return bytes(failed.SerializeToString())
         if kind == "proto":
             set_reply_headers(context, index, PROTOBUF_CONTENT_TYPES[0], None)
             return self._error_proto(error, "")

@@ -86,23 +86,30 @@ class ClassifierHandler(ExplainHandler[Explainer]):
         )
 
     def group_key(self, parsed: ParsedRequest, image: ImageInput) -> Hashable:
-        """Same methods, layers, prediction count and method options, and the same kind of target (top-k or ids)."""
+        """Same methods, layers, prediction count, method options, feature-map and consistency options, target kind."""
         kind = "top_k" if image.target.class_ids is None else "classes"
-        return (parsed.methods, parsed.layers, parsed.output.top_predictions, kind, parsed.options)
+        insight = (parsed.insight.feature_maps, parsed.insight.consistency)
+        return (parsed.methods, parsed.layers, parsed.output.top_predictions, kind, parsed.options, insight)
 
     def explain_group(self, parsed: ParsedRequest, images: Sequence[ImageInput]) -> list[Explanation]:
         """One engine call for the group, with each image's own targets."""
         batch = torch.stack([image.pixels for image in images])  # the engine copies it to the device (pinned)
         layers = parsed.layers or None
         top = parsed.output.top_predictions
+        top_k: list[int] | None = None
+        targets: list[int | list[int]] | None = None
         if images[0].target.class_ids is None:
             top_k = [int(im.target.top_k or 1) for im in images]
-            results = self.explainer.explain(
-                batch, parsed.methods, layers, top_k=top_k, top_predictions=top, options=parsed.options
-            )
         else:
-            targets: list[int | list[int]] = [list(im.target.class_ids or ()) for im in images]
-            results = self.explainer.explain(
-                batch, parsed.methods, layers, targets=targets, top_predictions=top, options=parsed.options
-            )
-        return results
+            targets = [list(im.target.class_ids or ()) for im in images]
+        return self.explainer.explain(
+            batch,
+            parsed.methods,
+            layers,
+            targets=targets,
+            top_k=top_k,
+            top_predictions=top,
+            feature_maps=parsed.insight.feature_maps,
+            options=parsed.options,
+            consistency=parsed.insight.consistency,
+        )

@@ -4,7 +4,9 @@ A VAE answers "which input pixels was this part of the reconstruction rebuilt fr
 regions (``Image.regions``, else ``ExplainRequest.regions``, else the whole reconstruction), validated by ``_parse``
 with the field at fault. Maps are keyed by (method, layer, region index): ``Map.target`` is the region's index in
 the image's regions, except for ``latent_gradcam``, which explains the encoder and not a region (``target`` = the
-latent channel, ``-1`` = the mean over channels, :data:`handlers.engine.LATENT_TOTAL`).
+latent channel, ``-1`` = the mean over channels, :data:`handlers.engine.LATENT_TOTAL`), and for the anomaly maps
+(``anomaly_recon_error``, ``anomaly_latent``), one per image whatever its regions (``target`` = ``-1``,
+:data:`handlers.engine.IMAGE_TARGET`).
 """
 
 from __future__ import annotations
@@ -79,10 +81,12 @@ class VAEHandler(ExplainHandler[VAEExplainer]):
         # One dry run on zeros: the shape of every method's map (and a warm-up of the whole path).
         [dry] = explainer.explain(zeros, methods, regions=whole, layers=default_layers[:1] or None)
         method_shapes, layer_method_set = measure_method_shapes(dry.maps, (*default_layers, "")[0], grids)
-        latents = explainer.latent_dims(config.input_size) + 1  # each channel and their mean
-        for name in methods:  # maps that follow the encoder's latent channels instead of the image's regions
-            if name in method_shapes and get_vae_method(name).rows == "latents":
-                method_shapes[name] = replace(method_shapes[name], count=latents)
+        # Maps that do not follow the image's regions: one per latent channel and their mean, or one per image.
+        counts = {"latents": explainer.latent_dims(config.input_size) + 1, "image": 1}
+        for name in methods:
+            rows = get_vae_method(name).rows
+            if name in method_shapes and rows in counts:
+                method_shapes[name] = replace(method_shapes[name], count=counts[rows])
         self._explainer = explainer
         return Capabilities(
             kind="vae",

@@ -88,7 +88,8 @@ def default_answer(request: explain_pb2.ExplainRequest, model: str) -> explain_p
     if not request.images:
         response.error.code, response.error.message, response.error.field = "INVALID_ARGUMENT", "no images", "images"
         return response
-    unknown = [m for m in request.methods if m not in ("gradcam", "saliency", "guided_backprop", "area_saliency")]
+    known = ("gradcam", "saliency", "guided_backprop", "area_saliency", "anomaly_recon_error")
+    unknown = [m for m in request.methods if m not in known]
     if unknown:
         response.error.code = "INVALID_ARGUMENT"
         response.error.message = f"unknown method {unknown[0]!r}"
@@ -114,8 +115,8 @@ def default_answer(request: explain_pb2.ExplainRequest, model: str) -> explain_p
         target = image.target if image.HasField("target") else request.target
         if model == "vae":
             regions = list(image.regions) or list(request.regions) or [None]
-            for r in range(len(regions)):
-                for method in methods:
+            for method in methods:  # as the server: the anomaly map is one per image (target -1), not per region
+                for r in [-1] if method == "anomaly_recon_error" else range(len(regions)):
                     grid = np.full((INPUT, INPUT), value + r, dtype=np.float32)
                     result.maps.add(method=method, layer="", target=r, data=tensor(grid, encoding))
             if request.output.include_reconstruction:
@@ -147,6 +148,22 @@ def default_answer(request: explain_pb2.ExplainRequest, model: str) -> explain_p
     return response
 
 
+def default_visualize_answer(request: explain_pb2.VisualizeRequest, model: str) -> explain_pb2.VisualizeResponse:
+    """The init image made 0.1 brighter (or grey), scores rising by one per round from 1 (or the init's mean)."""
+    reply = explain_pb2.VisualizeResponse(model_name=model, request_id=request.request_id, steps=request.steps or 100)
+    if request.HasField("init"):
+        image = np.frombuffer(request.init.data, "<f4").reshape(tuple(request.init.shape))
+    else:
+        image = np.full((3, INPUT, INPUT), 0.5, np.float32)
+    start = float(image.mean())
+    image = np.clip(image + 0.1, 0, 1).astype(np.float32)
+    reply.image.CopyFrom(tensor(image, explain_pb2.FLOAT32))
+    reply.scores.extend([start, float(image.mean())])
+    reply.stopped, reply.elapsed_ms = "steps", 12.5
+    reply.predictions.add(class_id=1, label=LABELS[1], score=0.9, logit=5.0)
+    return reply
+
+
 Answer = Callable[[explain_pb2.ExplainRequest, str, grpc.ServicerContext], explain_pb2.ExplainResponse]
 
 
@@ -166,6 +183,12 @@ class FakeServer:
     #: Seconds to sleep in each Predictions call.
     delay: float = 0.0
     answer: Answer | None = None
+    #: Answers ``input["filters"]`` calls (None: INVALID_ARGUMENT in band, as a model without convolutions would).
+    filters_answer: Callable[[explain_pb2.FiltersRequest, str], explain_pb2.FiltersResponse] | None = None
+    filters_requests: list[explain_pb2.FiltersRequest] = field(default_factory=list)
+    #: Answers ``input["visualize"]`` calls (None: a one-step answer whose image is the init, or grey).
+    visualize_answer: Callable[[explain_pb2.VisualizeRequest, str], explain_pb2.VisualizeResponse] | None = None
+    visualize_requests: list[explain_pb2.VisualizeRequest] = field(default_factory=list)
     health: str = '{"status": "Healthy"}'
     #: Called at the start of every call (before auth), e.g. to change files the client reads.
     on_call: Callable[[], None] | None = None
@@ -230,6 +253,24 @@ class _Inference(inference_pb2_grpc.InferenceAPIsServiceServicer):
                 context.abort(
                     grpc.StatusCode.INTERNAL,
                     f"Model not found: {request.model_name}\norg.pytorch.serve.archive.model.ModelNotFoundException",
+                )
+            if "filters" in request.input:
+                wanted = explain_pb2.FiltersRequest.FromString(request.input["filters"])
+                with fake.lock:
+                    fake.filters_requests.append(wanted)
+                reply = explain_pb2.FiltersResponse(model_name=request.model_name, request_id=wanted.request_id)
+                if fake.filters_answer is not None:
+                    reply = fake.filters_answer(wanted, request.model_name)
+                else:
+                    reply.error.code, reply.error.message = "INVALID_ARGUMENT", "the model has no 2-D convolution"
+                return inference_pb2.PredictionResponse(prediction=reply.SerializeToString())
+            if "visualize" in request.input:
+                asked = explain_pb2.VisualizeRequest.FromString(request.input["visualize"])
+                with fake.lock:
+                    fake.visualize_requests.append(asked)
+                answer_v = fake.visualize_answer or default_visualize_answer
+                return inference_pb2.PredictionResponse(
+                    prediction=answer_v(asked, request.model_name).SerializeToString()
                 )
             explain = explain_pb2.ExplainRequest.FromString(request.input["request"])
             with fake.lock:

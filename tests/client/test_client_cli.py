@@ -158,6 +158,29 @@ def test_explain_directory_regions_and_reconstruction(conn: list[str], images: l
     assert not (out_dir / "index.html").exists()
 
 
+def test_explain_a_whole_image_map_draws_no_region(conn: list[str], images: list[Path], tmp_path: Path) -> None:
+    out_dir = tmp_path / "anomaly"
+    method = ["--model", "vae", "--method", "anomaly_recon_error", "--region", "0,0,8,8", "--no-progress", *conn]
+    code, _, err = run("explain", str(images[0]), *method, "--out", str(out_dir))
+    assert code == 0, err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    [record] = summary["images"][0]["files"]
+    assert (record["target"], Path(record["npy"]).name) == (-1, "anomaly_recon_error_input_image.npy")
+    m = camserve.Map("anomaly_recon_error", "", -1, np.load(out_dir / record["npy"]))
+    with Image.open(out_dir / record["png"]) as im:
+        drawn = np.asarray(im)
+    with Image.open(images[0]) as original:
+        w, h = original.size
+    side = min(w, h)
+    x0, y0 = (w - side) // 2, (h - side) // 2  # the fake server's centre crop
+    g = camserve.Geometry((h, w), camserve.Box(x0, y0, x0 + side, y0 + side), (INPUT, INPUT))
+    plain = render.render_map(images[0], m, geometry=g, on_original=False, size=224)
+    boxed = render.render_map(images[0], m, geometry=g, on_original=False, size=224, boxes=[(0, 0, 8, 8)])
+    np.testing.assert_array_equal(drawn, np.asarray(plain))
+    assert not np.array_equal(drawn, np.asarray(boxed))
+    assert "whole image" in (out_dir / "index.html").read_text()
+
+
 def test_failed_image_gives_exit_1(conn: list[str], images: list[Path], tmp_path: Path) -> None:
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"BAD")

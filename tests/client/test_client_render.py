@@ -168,6 +168,11 @@ def test_gallery_classifier_vae_and_error(tmp_path: Path) -> None:
     vae_maps = [
         camserve.Map("area_saliency", "", r, rng.normal(size=(3, 16, 16)).astype(np.float32)) for r in range(2)
     ] + [camserve.Map("area_gradcam", "enc.2", r, rng.random((4, 4)).astype(np.float32)) for r in range(2)]
+    # VAE anomaly maps: one per image (target -1), in a "whole image" column without a region box.
+    vae_maps += [
+        camserve.Map("anomaly_recon_error", "", -1, rng.random((16, 16)).astype(np.float32)),
+        camserve.Map("anomaly_latent", "enc.2", -1, rng.random((4, 4)).astype(np.float32)),
+    ]
     entries = iter(
         [
             gallery.Entry("photo.png", photo, result(cls_maps, geometry=g)),
@@ -184,10 +189,13 @@ def test_gallery_classifier_vae_and_error(tmp_path: Path) -> None:
     index = gallery.write(entries, tmp_path / "out", title="test <gallery>")
     images, text = check_page(index)
     assert "Gradient images" not in text  # the legend explains only what the page shows
-    assert len(images) == 1 + (1 + 5) + (3 + 4) + 1  # colorbar; classifier; vae (original, input, rec); error
+    assert len(images) == 1 + (1 + 5) + (3 + 4 + 2) + 1  # colorbar; classifier; vae (original, input, rec); error
     assert "test <gallery>" in text  # escaped in HTML, intact as text
     for needle in ("layer1", "layer2", "input", "gradcam++", "star (3)", "region R1 (8, 8, 16, 16)", "enc.2"):
         assert needle in text, needle
+    assert "whole image" in text and "region R-1" not in text
+    vae_files = {p.name for p in (tmp_path / "out" / "gallery" / "001_shape").iterdir()}
+    assert {"anomaly_recon_error_input_image.png", "anomaly_latent_enc.2_image.png"} <= vae_files
     assert "InvalidArgument: bad (field f)" in text
     assert "InvalidArgument: cannot decode" in text  # an unreadable image: its error, no picture
     names = sorted(p.name for p in (tmp_path / "out" / "gallery" / "000_photo").iterdir())

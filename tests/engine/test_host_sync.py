@@ -39,7 +39,7 @@ ALLOWED = {
     "per_image",  # the top-k target ids, after the maps
 }
 ALL = ("gradcam", "gradcam++", "xgradcam", "layercam", "saliency", "guided_backprop", "deconvnet", "guided_gradcam")
-VAE_ALL = ("area_saliency", "area_gradcam", "area_guided", "latent_gradcam")
+VAE_ALL = ("area_saliency", "area_gradcam", "area_guided", "latent_gradcam", "anomaly_recon_error", "anomaly_latent")
 
 
 class HostSyncs:

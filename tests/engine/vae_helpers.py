@@ -11,7 +11,8 @@ AREA_METHODS = ("area_saliency", "area_guided", "area_gradcam")
 #: (strategy, max_rows): every way of batching region backward passes; with 3 images, max_rows=8 groups 2 regions
 #: per vmapped call (a full group and a remainder), None puts all in one.
 CONFIGS = [("replicate", None), ("batched", None), ("batched", 8), ("loop", None)]
-ALL_METHODS = (*AREA_METHODS, "latent_gradcam")
+ANOMALY_METHODS = ("anomaly_recon_error", "anomaly_latent")
+ALL_METHODS = (*AREA_METHODS, "latent_gradcam", *ANOMALY_METHODS)
 
 
 class TinyVAE(nn.Module):

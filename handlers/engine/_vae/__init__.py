@@ -6,6 +6,7 @@ one line below.
 
 from handlers.engine._vae._adapter import DecodeFn, EncodeFn, VAEModel
 from handlers.engine._vae._base import (
+    IMAGE_TARGET,
     LATENT_TOTAL,
     VAEContext,
     VAEMethod,
@@ -17,15 +18,17 @@ from handlers.engine._vae._base import (
 from handlers.engine._vae._explainer import STRATEGIES, Strategy, VAEExplainer
 from handlers.engine._vae._regions import Box, Mask, Region, RegionLike, RegionsArg, check_region
 from handlers.engine._vae._result import VAEExplanation
+from handlers.engine._vae.anomaly import AnomalyLatent, AnomalyReconError
 from handlers.engine._vae.area_gradcam import AreaGradCam
 from handlers.engine._vae.area_guided import AreaGuided
 from handlers.engine._vae.area_saliency import AreaSaliency
 from handlers.engine._vae.latent_gradcam import LatentGradCam
 
-for _method in (AreaSaliency, AreaGuided, AreaGradCam, LatentGradCam):
+for _method in (AreaSaliency, AreaGuided, AreaGradCam, LatentGradCam, AnomalyReconError, AnomalyLatent):
     register_vae_method(_method)
 
 __all__ = [
+    "IMAGE_TARGET",
     "LATENT_TOTAL",
     "STRATEGIES",
     "Box",

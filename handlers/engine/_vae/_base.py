@@ -4,7 +4,8 @@ VAE methods follow the classifier methods' design (``handlers.engine.methods``):
 forward pass and the backward passes; a method declares what it needs and combines it. The context a VAE method
 reads *is* a classifier :class:`~handlers.engine.methods.MethodContext` whose ``k`` target rows are the regions, so
 the area methods compose the registered classifier methods (saliency, guided backprop, Grad-CAM) instead of
-re-implementing them. Only ``latent_gradcam`` needs one more quantity, the gradient of ``mu`` per latent dimension.
+re-implementing them. Only ``latent_gradcam`` needs one more quantity, the gradient of ``mu`` per latent dimension; the
+anomaly maps read the input beside its reconstruction, and the gradient of the image's KL term.
 
 The registry is separate from the classifier one, so ``Explainer`` never offers a VAE method and vice versa.
 """
@@ -19,6 +20,7 @@ from torch import Tensor
 from handlers.engine.methods._base import MethodContext, Registry, Scope
 
 __all__ = [
+    "IMAGE_TARGET",
     "LATENT_TOTAL",
     "Rows",
     "VAEContext",
@@ -31,13 +33,17 @@ __all__ = [
 
 #: ``activation``: encoder layer output; ``layer_grad``: d region score / d layer output; ``input_grad`` /
 #: ``guided_grad``: d region score / d input under the normal / guided-backprop ReLU rule; ``latent_grad``:
-#: d (latent dimension) / d layer output.
-VAENeed = Literal["activation", "layer_grad", "input_grad", "guided_grad", "latent_grad"]
-#: What the rows of a method's result are: one per region of the image, or one per explained latent dimension.
-Rows = Literal["regions", "latents"]
+#: d (latent dimension) / d layer output; ``reconstruction``: the input and its reconstruction; ``kl_grad``:
+#: d KL(q(z|x) || N(0, I)) / d layer output.
+VAENeed = Literal["activation", "layer_grad", "input_grad", "guided_grad", "latent_grad", "reconstruction", "kl_grad"]
+#: What the rows of a method's result are: one per region of the image, one per explained latent dimension, or a
+#: single map for the whole image.
+Rows = Literal["regions", "latents", "image"]
 
 #: ``MapKey.target`` of ``latent_gradcam``'s total attention map (the sum over the explained latent dimensions).
 LATENT_TOTAL = -1
+#: ``MapKey.target`` of the one map of a method that describes the whole image, not a region (the anomaly maps).
+IMAGE_TARGET = -1
 
 
 class VAEContext(MethodContext, Protocol):
@@ -58,6 +64,20 @@ class VAEContext(MethodContext, Protocol):
         """d (sum over positions of ``mu[:, c]``) / d layer output, one row per explained latent ``[L, B, C, h, w]``."""
         ...
 
+    @property
+    def images(self) -> Tensor:
+        """The explained inputs ``[B, C, H, W]``."""
+        ...
+
+    @property
+    def reconstruction(self) -> Tensor:
+        """What the decoder made of them ``[B, C, H', W']`` (of ``mu``, or of the seeded sample)."""
+        ...
+
+    def kl_gradient(self, layer: str) -> Tensor:
+        """d KL(q(z|x) || N(0, I)) / d layer output, one row ``[1, B, C, h, w]`` (each image's own KL term)."""
+        ...
+
 
 class VAEMethod(ABC):
     """One VAE explanation method. Subclasses set the class attributes and implement :meth:`compute`."""
@@ -69,8 +89,9 @@ class VAEMethod(ABC):
 
     @abstractmethod
     def compute(self, ctx: VAEContext, layer: str) -> Tensor:
-        """Return float32 maps, one row per region (``[k, B, ...]``) or per latent (``[L + 1, B, ...]``, the last
-        row being the total): ``[.., h, w]`` for layer scope, ``[.., C, H, W]`` for input scope."""
+        """Return float32 maps, one row per region (``[k, B, ...]``), per latent (``[L + 1, B, ...]``, the last
+        row being the total) or one for the image (``[1, B, ...]``): ``[.., h, w]`` for layer scope, ``[.., C, H,
+        W]`` (or ``[.., H, W]``) for input scope."""
 
 
 _REGISTRY: Registry[VAEMethod] = Registry("VAE method")

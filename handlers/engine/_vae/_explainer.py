@@ -31,7 +31,7 @@ from handlers.engine._runner import (
     run_passes,
 )
 from handlers.engine._vae._adapter import DecodeFn, EncodeFn, VAEAdapter, VAEProbe
-from handlers.engine._vae._base import LATENT_TOTAL, VAEMethod, VAENeed, get_vae_method, vae_methods
+from handlers.engine._vae._base import IMAGE_TARGET, LATENT_TOTAL, VAEMethod, VAENeed, get_vae_method, vae_methods
 from handlers.engine._vae._regions import Region, RegionsArg, check_regions, parse_regions, region_masks
 from handlers.engine._vae._result import VAEExplanation
 from handlers.engine.errors import InvalidArgumentError
@@ -273,7 +273,7 @@ class VAEExplainer(GradientRunner):
         offsets = [sum(counts[:i]) for i in range(batch)] if replicate else list(range(batch))
         first = to_device(torch.tensor(offsets), device)
         modules = resolve_layers(self._model, layers) if layers else {}
-        with self._batch_scope(images, region_grads or "latent_grad" in needs) as x:
+        with self._batch_scope(images, region_grads or bool({"latent_grad", "kl_grad"} & needs)) as x:
             if replicate:
                 x = x[rows]
             if rules:
@@ -292,7 +292,11 @@ class VAEExplainer(GradientRunner):
             with self._autocast():
                 recon = self._adapter.decode(z)
             latent_grads: Mapping[str, Tensor] = {}
+            kl_grads: Mapping[str, Tensor] = {}
             passes = plan_passes(x, captured, layers, needs)
+            if "kl_grad" in needs:
+                grads = _kl_grads(mu, logvar, [captured[n] for n in layers], bool(passes) or "latent_grad" in needs)
+                kl_grads = dict(zip(layers, grads, strict=True))
             if "latent_grad" in needs:
                 grads = _latent_grads(mu, latents, [captured[n] for n in layers], retain=bool(passes))
                 latent_grads = dict(zip(layers, grads, strict=True))
@@ -307,11 +311,21 @@ class VAEExplainer(GradientRunner):
                 if replicate:  # every copy of an image has the same activations and latent gradients
                     activations = {name: captured[name][first] for name in layers}
                     latent_grads = {name: g[:, first] for name, g in latent_grads.items()}
+                    kl_grads = {name: g[:, first] for name, g in kl_grads.items()}
+                reconstructions = recon.detach()[first].float()
                 ctx = BatchContext(
-                    input_hw, activations, layouts, layer_grads, input_grads, latents=latents, latent_grads=latent_grads
+                    input_hw,
+                    activations,
+                    layouts,
+                    layer_grads,
+                    input_grads,
+                    latents=latents,
+                    latent_grads=latent_grads,
+                    images=x.detach()[first],
+                    reconstruction=reconstructions,
+                    kl_grads=kl_grads,
                 )
                 results = ctx.maps(methods, layers)
-                reconstructions = recon.detach()[first].float()
         return self._assemble(methods, results, regions, latents, reconstructions, input_hw)
 
     def _region_grads(self, recon: Tensor, regions: tuple[tuple[Region, ...], ...], replicate: bool) -> GradFn:
@@ -370,6 +384,8 @@ class VAEExplainer(GradientRunner):
             for (method, layer), r in results.items():
                 if kinds[method] == "regions":
                     maps.update((MapKey(method, layer, j), r[j, i]) for j in range(len(per_image)))
+                elif kinds[method] == "image":
+                    maps[MapKey(method, layer, IMAGE_TARGET)] = r[0, i]
                 else:
                     maps.update((MapKey(method, layer, c), r[row, i]) for row, c in enumerate(latents))
                     maps[MapKey(method, layer, LATENT_TOTAL)] = r[-1, i]
@@ -395,6 +411,13 @@ def _unreplicate(g: Tensor, counts: list[int], k: int) -> Tensor:
         out[:n, b] = g[start : start + n]
         start += n
     return out
+
+
+def _kl_grads(mu: Tensor, logvar: Tensor, layers: list[Tensor], retain: bool) -> list[Tensor]:
+    """``d KL(q(z|x) || N(0, I)) / d layer`` for each image's own KL term, ``[1, B, ...]`` per layer, one call."""
+    m, lv = mu.float(), logvar.float()
+    kl = 0.5 * (m.square() + lv.exp() - lv - 1).flatten(1).sum(dim=1)  # [B]; image b's term depends on image b only
+    return gradient_rows(kl, layers, torch.ones((1, *kl.shape), dtype=kl.dtype, device=kl.device), retain, _OFF_PATH)
 
 
 def _latent_grads(mu: Tensor, latents: tuple[int, ...], layers: list[Tensor], retain: bool) -> list[Tensor]:

@@ -21,7 +21,7 @@ from torch import Tensor
 from handlers.engine._vae._base import Rows, VAEContext, VAEMethod, VAENeed
 from handlers.engine.methods import Scope
 
-__all__ = ["LatentGradCam"]
+__all__ = ["LatentGradCam", "latent_cam"]
 
 
 class LatentGradCam(VAEMethod):
@@ -33,7 +33,19 @@ class LatentGradCam(VAEMethod):
     needs: ClassVar[frozenset[VAENeed]] = frozenset({"activation", "latent_grad"})
 
     def compute(self, ctx: VAEContext, layer: str) -> Tensor:
-        a = ctx.activation(layer)  # [B, K, h, w]
-        alpha = ctx.latent_gradient(layer).mean(dim=(-2, -1))  # [L, B, K]
-        maps = torch.relu(torch.einsum("lbk,bkhw->lbhw", alpha, a))
+        maps = latent_cam(ctx.latent_gradient(layer), ctx.activation(layer))
         return torch.cat([maps, maps.mean(dim=0, keepdim=True)], dim=0)
+
+
+def latent_cam(grad: Tensor, a: Tensor) -> Tensor:
+    """Grad-CAM of latent scores: ``ReLU(sum_k mean_pq(grad[l, b, k]) * a[b, k])``.
+
+    Args:
+        grad: d score_l / d layer output, ``[L, B, K, h, w]`` (one row per latent score).
+        a: The layer output ``[B, K, h, w]``.
+
+    Returns:
+        ``[L, B, h, w]``.
+    """
+    alpha = grad.mean(dim=(-2, -1))  # [L, B, K]
+    return torch.relu(torch.einsum("lbk,bkhw->lbhw", alpha, a))

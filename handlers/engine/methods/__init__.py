@@ -10,6 +10,7 @@ from handlers.engine.methods._base import (
     available_methods,
     get_method,
     register_method,
+    with_dependencies,
 )
 from handlers.engine.methods._params import Cost, MethodParams
 from handlers.engine.methods.attention_rollout import AttentionRollout
@@ -62,4 +63,5 @@ __all__ = [
     "available_methods",
     "get_method",
     "register_method",
+    "with_dependencies",
 ]

@@ -8,6 +8,7 @@ run is decided once per call from the union of the requested methods' needs, so 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -219,3 +220,17 @@ def get_method(name: str) -> Method:
         InvalidArgumentError: Unknown name (the message lists the available ones).
     """
     return _REGISTRY.get(name)
+
+
+def with_dependencies(methods: Sequence[Method]) -> list[Method]:
+    """The given methods plus every method they depend on (``depends_on``, transitively), dependencies first."""
+    out: dict[str, Method] = {}
+
+    def add(m: Method) -> None:
+        for dep in m.depends_on:
+            add(get_method(dep))
+        out.setdefault(m.name, m)
+
+    for m in methods:
+        add(m)
+    return list(out.values())

@@ -20,6 +20,19 @@ class Resolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOLUTION_UNSPECIFIED: _ClassVar[Resolution]
     NATIVE: _ClassVar[Resolution]
     INPUT: _ClassVar[Resolution]
+
+class ChannelRanking(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANNEL_RANKING_UNSPECIFIED: _ClassVar[ChannelRanking]
+    CHANNEL_RANKING_MEAN_ACTIVATION: _ClassVar[ChannelRanking]
+    CHANNEL_RANKING_GRADCAM_WEIGHT: _ClassVar[ChannelRanking]
+
+class Transform(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSFORM_UNSPECIFIED: _ClassVar[Transform]
+    TRANSFORM_HFLIP: _ClassVar[Transform]
+    TRANSFORM_SHIFT: _ClassVar[Transform]
+    TRANSFORM_ROTATE: _ClassVar[Transform]
 ENCODING_UNSPECIFIED: Encoding
 FLOAT32: Encoding
 FLOAT16: Encoding
@@ -28,6 +41,13 @@ PNG: Encoding
 RESOLUTION_UNSPECIFIED: Resolution
 NATIVE: Resolution
 INPUT: Resolution
+CHANNEL_RANKING_UNSPECIFIED: ChannelRanking
+CHANNEL_RANKING_MEAN_ACTIVATION: ChannelRanking
+CHANNEL_RANKING_GRADCAM_WEIGHT: ChannelRanking
+TRANSFORM_UNSPECIFIED: Transform
+TRANSFORM_HFLIP: Transform
+TRANSFORM_SHIFT: Transform
+TRANSFORM_ROTATE: Transform
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "encoding", "data", "value_min", "value_max", "scale")
@@ -112,7 +132,7 @@ class OutputOptions(_message.Message):
     def __init__(self, encoding: _Optional[_Union[Encoding, str]] = ..., resolution: _Optional[_Union[Resolution, str]] = ..., include_reconstruction: _Optional[bool] = ..., top_predictions: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("images", "methods", "layers", "target", "regions", "output", "request_id", "describe", "options")
+    __slots__ = ("images", "methods", "layers", "target", "regions", "output", "request_id", "describe", "options", "feature_maps", "consistency")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +142,8 @@ class ExplainRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIBE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_MAPS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     methods: _containers.RepeatedScalarFieldContainer[str]
     layers: _containers.RepeatedScalarFieldContainer[str]
@@ -131,7 +153,9 @@ class ExplainRequest(_message.Message):
     request_id: str
     describe: bool
     options: MethodOptions
-    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., describe: _Optional[bool] = ..., options: _Optional[_Union[MethodOptions, _Mapping]] = ...) -> None: ...
+    feature_maps: FeatureMapOptions
+    consistency: ConsistencyOptions
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., describe: _Optional[bool] = ..., options: _Optional[_Union[MethodOptions, _Mapping]] = ..., feature_maps: _Optional[_Union[FeatureMapOptions, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyOptions, _Mapping]] = ...) -> None: ...
 
 class MethodOptions(_message.Message):
     __slots__ = ("steps", "rule", "baseline", "samples", "noise", "seed")
@@ -148,6 +172,64 @@ class MethodOptions(_message.Message):
     noise: float
     seed: int
     def __init__(self, steps: _Optional[int] = ..., rule: _Optional[str] = ..., baseline: _Optional[str] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class FeatureMapOptions(_message.Message):
+    __slots__ = ("layers", "top_n", "ranking")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    top_n: int
+    ranking: ChannelRanking
+    def __init__(self, layers: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., ranking: _Optional[_Union[ChannelRanking, str]] = ...) -> None: ...
+
+class FeatureMap(_message.Message):
+    __slots__ = ("layer", "channel", "score", "target", "data")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    channel: int
+    score: float
+    target: int
+    data: Tensor
+    def __init__(self, layer: _Optional[str] = ..., channel: _Optional[int] = ..., score: _Optional[float] = ..., target: _Optional[int] = ..., data: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class ConsistencyOptions(_message.Message):
+    __slots__ = ("transforms", "shift", "angle_degrees", "top_fraction", "omit_maps")
+    TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    ANGLE_DEGREES_FIELD_NUMBER: _ClassVar[int]
+    TOP_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    OMIT_MAPS_FIELD_NUMBER: _ClassVar[int]
+    transforms: _containers.RepeatedScalarFieldContainer[Transform]
+    shift: float
+    angle_degrees: float
+    top_fraction: float
+    omit_maps: bool
+    def __init__(self, transforms: _Optional[_Iterable[_Union[Transform, str]]] = ..., shift: _Optional[float] = ..., angle_degrees: _Optional[float] = ..., top_fraction: _Optional[float] = ..., omit_maps: _Optional[bool] = ...) -> None: ...
+
+class Agreement(_message.Message):
+    __slots__ = ("method", "layer", "target", "transform", "spearman", "iou", "coverage", "mapped")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    SPEARMAN_FIELD_NUMBER: _ClassVar[int]
+    IOU_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    layer: str
+    target: int
+    transform: Transform
+    spearman: float
+    iou: float
+    coverage: float
+    mapped: Tensor
+    def __init__(self, method: _Optional[str] = ..., layer: _Optional[str] = ..., target: _Optional[int] = ..., transform: _Optional[_Union[Transform, str]] = ..., spearman: _Optional[float] = ..., iou: _Optional[float] = ..., coverage: _Optional[float] = ..., mapped: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "field")
@@ -200,20 +282,24 @@ class Geometry(_message.Message):
     def __init__(self, original_width: _Optional[int] = ..., original_height: _Optional[int] = ..., crop: _Optional[_Union[Box, _Mapping]] = ..., input_width: _Optional[int] = ..., input_height: _Optional[int] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("id", "predictions", "maps", "reconstruction", "error", "geometry")
+    __slots__ = ("id", "predictions", "maps", "reconstruction", "error", "geometry", "feature_maps", "consistency")
     ID_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     RECONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_MAPS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     id: str
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
     maps: _containers.RepeatedCompositeFieldContainer[Map]
     reconstruction: Tensor
     error: Error
     geometry: Geometry
-    def __init__(self, id: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., reconstruction: _Optional[_Union[Tensor, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ...) -> None: ...
+    feature_maps: _containers.RepeatedCompositeFieldContainer[FeatureMap]
+    consistency: _containers.RepeatedCompositeFieldContainer[Agreement]
+    def __init__(self, id: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., reconstruction: _Optional[_Union[Tensor, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ..., feature_maps: _Optional[_Iterable[_Union[FeatureMap, _Mapping]]] = ..., consistency: _Optional[_Iterable[_Union[Agreement, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("kind", "methods", "default_methods", "layers", "default_layers", "labels", "input_width", "input_height", "max_images", "max_top_k", "max_regions", "max_image_bytes", "max_pixels", "max_response_bytes", "method_info")
@@ -310,3 +396,115 @@ class ExplainResponse(_message.Message):
     model_info: ModelInfo
     versions: _containers.ScalarMap[str, str]
     def __init__(self, results: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., request_id: _Optional[str] = ..., model_info: _Optional[_Union[ModelInfo, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class FiltersRequest(_message.Message):
+    __slots__ = ("layers", "max_channels", "request_id")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    max_channels: int
+    request_id: str
+    def __init__(self, layers: _Optional[_Iterable[str]] = ..., max_channels: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("layer", "in_channels", "out_channels", "groups", "kernel_height", "kernel_width", "rgb", "tiles", "norms", "connections")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    IN_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    OUT_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    RGB_FIELD_NUMBER: _ClassVar[int]
+    TILES_FIELD_NUMBER: _ClassVar[int]
+    NORMS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel_height: int
+    kernel_width: int
+    rgb: bool
+    tiles: Tensor
+    norms: Tensor
+    connections: Tensor
+    def __init__(self, layer: _Optional[str] = ..., in_channels: _Optional[int] = ..., out_channels: _Optional[int] = ..., groups: _Optional[int] = ..., kernel_height: _Optional[int] = ..., kernel_width: _Optional[int] = ..., rgb: _Optional[bool] = ..., tiles: _Optional[_Union[Tensor, _Mapping]] = ..., norms: _Optional[_Union[Tensor, _Mapping]] = ..., connections: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class FiltersResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "request_id", "error", "filters", "conv_layers")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    CONV_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    request_id: str
+    error: Error
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    conv_layers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., conv_layers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LayerChannel(_message.Message):
+    __slots__ = ("layer", "channel")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    channel: int
+    def __init__(self, layer: _Optional[str] = ..., channel: _Optional[int] = ...) -> None: ...
+
+class VisualizeRequest(_message.Message):
+    __slots__ = ("class_id", "class_name", "channel", "steps", "learning_rate", "l2_decay", "jitter", "blur_every", "blur_sigma", "seed", "deadline_ms", "init", "request_id")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    L2_DECAY_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    BLUR_EVERY_FIELD_NUMBER: _ClassVar[int]
+    BLUR_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    class_name: str
+    channel: LayerChannel
+    steps: int
+    learning_rate: float
+    l2_decay: float
+    jitter: int
+    blur_every: int
+    blur_sigma: float
+    seed: int
+    deadline_ms: int
+    init: Tensor
+    request_id: str
+    def __init__(self, class_id: _Optional[int] = ..., class_name: _Optional[str] = ..., channel: _Optional[_Union[LayerChannel, _Mapping]] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., l2_decay: _Optional[float] = ..., jitter: _Optional[int] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., seed: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., init: _Optional[_Union[Tensor, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class VisualizeResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "request_id", "error", "image", "scores", "steps", "stopped", "elapsed_ms", "predictions")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    request_id: str
+    error: Error
+    image: Tensor
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    steps: int
+    stopped: str
+    elapsed_ms: float
+    predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., image: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Iterable[float]] = ..., steps: _Optional[int] = ..., stopped: _Optional[str] = ..., elapsed_ms: _Optional[float] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ...) -> None: ...
