@@ -167,19 +167,9 @@ def measure_model(
     return levels, first
 
 
-def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
-    out = {}
-    for pair in values:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"{what} expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _server_settings(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
     """(config.properties overrides, server environment, model-config overrides) from the options."""
-    props = {**serverctl.free_port_overrides("127.0.0.1"), **_pairs(args.set, "--set")}
+    props = {**serverctl.free_port_overrides("127.0.0.1"), **serverctl.parse_pairs(args.set, "--set")}
     if args.device == "cuda":
         import torch
 
@@ -188,7 +178,7 @@ def _server_settings(args: argparse.Namespace) -> tuple[dict[str, str], dict[str
         props.setdefault("number_of_gpu", str(torch.cuda.device_count()))
     else:
         props["number_of_gpu"] = "0"
-    env = _pairs(args.env, "--env")
+    env = serverctl.parse_pairs(args.env, "--env")
     if args.threads is not None:
         env["OMP_NUM_THREADS"] = str(args.threads)
     model_overrides = {

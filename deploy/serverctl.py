@@ -54,6 +54,7 @@ __all__ = [
     "free_port_overrides",
     "how_to_call",
     "main",
+    "parse_pairs",
     "read_pid",
     "read_properties",
     "render_config",
@@ -86,12 +87,13 @@ def env_models(environ: Mapping[str, str]) -> list[str] | None:
     return names or None
 
 
-def _overrides(pairs: Iterable[str]) -> dict[str, str]:
+def parse_pairs(pairs: Iterable[str], what: str = "--set") -> dict[str, str]:
+    """``key=value`` command-line pairs as a dict (``what`` names the option in the error)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
+            raise SystemExit(f"{what} expects key=value, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
 
@@ -183,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server = Server.start(
                     run_dir=args.run_dir, model_store=args.model_store, bind=args.bind,
                     models=args.models if args.models is not None else env_models(os.environ),
-                    overrides={**env_overrides(os.environ), **_overrides(args.overrides)}, timeout=args.timeout,
+                    overrides={**env_overrides(os.environ), **parse_pairs(args.overrides)}, timeout=args.timeout,
                     gateway=args.gateway,
                 )  # fmt: skip
             except _Terminated:

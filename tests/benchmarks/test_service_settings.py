@@ -46,5 +46,5 @@ def test_cpu_pins_no_gpu_and_options_map_to_settings() -> None:
 
 @pytest.mark.parametrize("bad", ["novalue", "=x"])
 def test_bad_pairs_are_refused(bad: str) -> None:
-    with pytest.raises(SystemExit, match="expects KEY=VALUE"):
+    with pytest.raises(SystemExit, match="--env expects key=value"):
         _settings("--env", bad)
