@@ -93,9 +93,14 @@ def test_checks_state_each_target() -> None:
               _level("c", "gateway", 8, 80, 1.0)]  # fmt: skip
     levels.append(Level("resnet50", "c", "direct", 1, [1.0], [3000], 1.0))
     text = checks([summarise(level) for level in levels])
-    assert "camserve direct: 0.90x  met" in text and "camserve gateway: 0.80x  NOT met" in text
-    assert "full bundle >= 0.35x plain TorchServe prediction, camserve direct: 0.30x  NOT met" in text
-    assert "20x TorchServe /explanations, camserve direct: 22.50x  met" in text
+    assert "camserve direct vs a direct: 0.90x  met" in text
+    assert "camserve gateway vs a direct: 0.80x  NOT met" in text  # no (a) through the gateway: direct's
+    assert "full bundle >= 0.35x plain TorchServe prediction, camserve direct vs a direct: 0.30x  NOT met" in text
+    assert "20x TorchServe /explanations, camserve direct vs e rest: 22.50x  met" in text
+    assert "gateway's own cost" not in text
+    same_path = checks([summarise(level) for level in [*levels, _level("a", "gateway", 8, 80, 1.0)]])
+    assert "camserve gateway vs a gateway: 1.00x  met" in same_path
+    assert "plain TorchServe through it at 0.80x of direct" in same_path
     assert "3,000 bytes (< 2 KB)  NOT met" in text
     assert "not measured" in checks([])
 
