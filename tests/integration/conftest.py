@@ -42,8 +42,20 @@ def caller(camserve_server: Any, any_caller: Caller) -> Caller:
 
 @pytest.fixture(scope="module")
 def engine() -> Any:
-    """The classifier's engine in this process: the same weights and code the worker runs."""
-    from handlers.engine import Explainer
-    from model_store import zoo
+    """The classifier's engine in this process: the same weights, code and memory layout the worker runs (the
+    archive's ``channels_last`` and ``amp``, so served maps can be compared number for number)."""
+    import torch
 
-    return Explainer(zoo.build(CLASSIFIER), labels=zoo.info(CLASSIFIER)["labels"])
+    from handlers.engine import Explainer
+    from model_store import archive, zoo
+
+    section = archive.load_config(CLASSIFIER)["camserve"]
+    model = zoo.build(CLASSIFIER)
+    if section["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    return Explainer(
+        model,
+        labels=zoo.info(CLASSIFIER)["labels"],
+        amp=bool(section["amp"]),
+        channels_last=bool(section["channels_last"]),
+    )
