@@ -11,7 +11,9 @@ __all__ = ["Contestant", "measure"]
 Contestant = Callable[[], object]
 
 
-def measure(forward: Contestant, contestants: dict[str, Contestant], rounds: int, warmup: int) -> tuple[float, dict]:
+def measure(
+    forward: Contestant, contestants: dict[str, Contestant], rounds: int, warmup: int
+) -> tuple[float, dict[str, float]]:
     """Median forward time and each contestant's median per-round ratio to it (interleaved, order reversed)."""
     names = list(contestants)
     for _ in range(warmup):

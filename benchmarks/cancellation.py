@@ -96,7 +96,7 @@ def streams(p: Probe) -> Counter[str]:
     out: Counter[str] = Counter()
     with_id = request()
     with_id.sequence_id = "seq-1"
-    attempts: list[Callable[[], object]] = [
+    attempts: list[Callable[[], list[object]]] = [
         lambda: list(p.stub.StreamPredictions(request(), metadata=p.md, timeout=30)),
         lambda: list(p.stub.StreamPredictions2(iter([request()]), metadata=p.md, timeout=30)),
         lambda: list(p.stub.StreamPredictions2(iter([with_id]), metadata=p.md, timeout=30)),
@@ -162,11 +162,12 @@ def run(server: serverctl.Server, seconds: float, threads: int) -> list[dict[str
     p = Probe(server)
     p.good()
     rows = []
-    for step, action in (
+    steps: list[tuple[str, Callable[[], Counter[str]]]] = [
         ("streaming RPCs", lambda: streams(p)),
         ("flood 200x1ms + 200x50ms", lambda: flood(p)),
         (f"race {seconds:g} s x {threads}", lambda: race(p, seconds, threads)),
-    ):
+    ]
+    for step, action in steps:
         codes = action()
         rows.append(
             {

@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torchvision
@@ -74,12 +75,12 @@ def section(name: str) -> Callable[[Callable[[Options], Iterator[Row]]], Callabl
 
 
 # --------------------------------------------------------------------------------------------- the libraries
-def _pgc(cls_name: str, model: nn.Module, layers: list[nn.Module]) -> Callable[[Tensor], object]:
+def _pgc(cls_name: str, model: nn.Module, layers: list[nn.Module]) -> Callable[[Tensor], tuple[object, Tensor]]:
     import pytorch_grad_cam as pgc
 
     cam = getattr(pgc, cls_name)(model=model, target_layers=layers)
 
-    def run(x: Tensor) -> object:
+    def run(x: Tensor) -> tuple[object, Tensor]:
         maps = cam(input_tensor=x, targets=None)  # top-1 from its own forward
         return maps, cam.outputs
 
@@ -162,7 +163,8 @@ def _models(name: str) -> tuple[nn.Module, nn.Module, nn.Module]:
 
 
 def _mod(model: nn.Module, name: str) -> nn.Module:
-    return dict(model.named_modules())[name]
+    modules: dict[str, nn.Module] = dict(model.named_modules())
+    return modules[name]
 
 
 def _classifier_works(
@@ -171,13 +173,13 @@ def _classifier_works(
     """Each row's contestants for one model and batch."""
     works: dict[str, dict[str, Contestant]] = {}
     for method in ENGINE_METHODS:
-        c: dict[str, Contestant] = {"engine": lambda m=method: ex.explain(x, methods=(m,))}
+        c: dict[str, Contestant] = {"engine": partial(ex.explain, x, methods=(method,))}
         if libraries and method in PGC_NAMES:
             run = _pgc(PGC_NAMES[method], pgc_model, [_mod(pgc_model, "layer4")])
-            c["pytorch-grad-cam"] = lambda run=run: run(x)
+            c["pytorch-grad-cam"] = partial(run, x)
         if libraries and method in CAPTUM_METHODS:
             cap = _captum(method, cap_model, _mod(cap_model, "layer4"))
-            c["captum"] = lambda cap=cap: cap(x, None)
+            c["captum"] = partial(cap, x, None)
         works[method] = c
 
     bundle: dict[str, Contestant] = {"engine": lambda: ex.explain(x, methods=BUNDLE)}
@@ -188,7 +190,7 @@ def _classifier_works(
         gb = _captum("guided_backprop", cap_model, None)
 
         def libs() -> object:
-            _, out = gc(x)  # type: ignore[misc]
+            _, out = gc(x)
             top1 = out.argmax(dim=1).tolist()
             return gcpp(x), sal(x, top1), gb(x, top1)
 
@@ -288,7 +290,7 @@ def efficientnet_section(opts: Options) -> Iterator[Row]:
     cap_ggc = _captum("guided_gradcam", cap_model, _mod(cap_model, layer))
 
     def libraries(x: Tensor) -> object:
-        _, out = gc(x)  # type: ignore[misc]
+        _, out = gc(x)
         top1 = out.argmax(dim=1).tolist()
         return gcpp(x), cap_gb(x, top1), cap_ggc(x, top1)
 
@@ -300,15 +302,15 @@ def efficientnet_section(opts: Options) -> Iterator[Row]:
                 return model(x)
 
         works: dict[str, dict[str, Contestant]] = {
-            "gradcam": {"engine": lambda x=x: ex.explain(x, methods=("gradcam",))},
-            "guided_backprop": {"engine": lambda x=x: ex.explain(x, methods=("guided_backprop",))},
-            bundle: {"engine": lambda x=x: ex.explain(x, methods=bundle_methods)},
+            "gradcam": {"engine": partial(ex.explain, x, methods=("gradcam",))},
+            "guided_backprop": {"engine": partial(ex.explain, x, methods=("guided_backprop",))},
+            bundle: {"engine": partial(ex.explain, x, methods=bundle_methods)},
         }
         if opts.libraries:
-            works["gradcam"]["pytorch-grad-cam"] = lambda x=x: gc(x)
-            works["gradcam"]["captum"] = lambda x=x: cap_gc(x, None)
-            works["guided_backprop"]["captum"] = lambda x=x: cap_gb(x, None)
-            works[bundle]["pytorch-grad-cam+captum"] = lambda x=x: libraries(x)
+            works["gradcam"]["pytorch-grad-cam"] = partial(gc, x)
+            works["gradcam"]["captum"] = partial(cap_gc, x, None)
+            works["guided_backprop"]["captum"] = partial(cap_gb, x, None)
+            works[bundle]["pytorch-grad-cam+captum"] = partial(libraries, x)
         for work, contestants in works.items():
             fwd_s, ratios = measure(forward, contestants, opts.rounds, opts.warmup)
             row = Row("efficientnet", "effnet-lite0", batch, work, fwd_s, ratios)

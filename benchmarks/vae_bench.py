@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _timing import Contestant, measure  # beside this file
 
-from handlers.engine import VAEExplainer
+from handlers.engine import Box, VAEExplainer
 from model_store.locality import random_boxes
 
 Measure = Callable[[Contestant, dict[str, Contestant], int, int], tuple[float, dict[str, float]]]
@@ -71,6 +72,11 @@ VARIANTS: dict[str, dict[str, object]] = {
 }
 
 
+def _one_region_calls(ex: VAEExplainer, x: Tensor, boxes: list[list[Box]], count: int) -> list[object]:
+    """The same regions as ``count`` calls of one region per image each."""
+    return [ex.explain(x, "area_saliency", [[b[j]] for b in boxes]) for j in range(count)]
+
+
 def vae_rows(
     model: nn.Module,
     batches: list[int],
@@ -99,12 +105,10 @@ def vae_rows(
             regions = [b[:count] for b in boxes]
             contestants: dict[str, Contestant] = {}
             for label, ex in explainers.items():
-                contestants[label] = lambda ex=ex, x=x, regions=regions: ex.explain(x, "area_saliency", regions)
+                contestants[label] = partial(ex.explain, x, "area_saliency", regions)
             if count > 1:
-                contestants[f"{count} one-region calls"] = (
-                    lambda ex=explainers["engine"], x=x, boxes=boxes, count=count: [
-                        ex.explain(x, "area_saliency", [[b[j]] for b in boxes]) for j in range(count)
-                    ]
+                contestants[f"{count} one-region calls"] = partial(
+                    _one_region_calls, explainers["engine"], x, boxes, count
                 )
             fwd_s, ratios = measure_fn(forward, contestants, rounds, warmup)
             row = VaeRow(batch, f"area_saliency, {count} region(s)/image", fwd_s, ratios)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -18,9 +19,10 @@ def tail(path: Path, lines: int = 60) -> str:
     return "\n".join(text[-lines:])
 
 
-def _group_alive(pgid: int) -> bool:
+def _answers_signal_zero(kill: Callable[[int, int], None], ident: int) -> bool:
+    """Whether ``kill(ident, 0)`` finds the process or group (refused for permission means it exists)."""
     try:
-        os.killpg(pgid, 0)
+        kill(ident, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -28,13 +30,13 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _group_alive(pgid: int) -> bool:
+    return _answers_signal_zero(os.killpg, pgid)
+
+
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _answers_signal_zero(os.kill, pid):
         return False
-    except PermissionError:
-        return True
     # A reaped-by-nobody zombie still answers kill(0); treat it as gone.
     with contextlib.suppress(OSError):
         stat = Path(f"/proc/{pid}/stat").read_text()

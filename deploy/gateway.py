@@ -51,6 +51,9 @@ import grpc
 import grpc.aio
 from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2
 
+from deploy._gateway_wire import Refused as _Refused
+from deploy._gateway_wire import check_envelope as _check_envelope
+from deploy._gateway_wire import deadline_entry, upstream_status
 from deploy._watchdog import Watchdog
 
 _log = logging.getLogger("camserve.gateway")
@@ -111,15 +114,6 @@ class GatewayConfig:
         path.write_text(json.dumps(self.__dict__, indent=2) + "\n", encoding="utf-8")
 
 
-class _Refused(Exception):
-    """The gateway answers this call itself with ``code`` and ``details``."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
 def _forwarded_metadata(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[tuple[str, str | bytes], ...]:
     """The caller's metadata (authorization and custom keys) without the transport's own keys."""
     return tuple(
@@ -146,6 +140,8 @@ class Gateway:
             interval=config.watch_interval, stall_after=config.stall_after,
         )  # fmt: skip
         self._server: grpc.aio.Server | None = None
+        #: One multicallable per (channel, method), built on first use (building one is ~0.4 us: tidiness, not speed).
+        self._calls: dict[tuple[int, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -184,6 +180,13 @@ class Gateway:
             await self._server.wait_for_termination()
 
     # ------------------------------------------------------------------------------------------ calls
+    def _callable(self, channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        key = (id(channel), method)
+        call = self._calls.get(key)
+        if call is None:
+            call = self._calls[key] = channel.unary_unary(method)
+        return call
+
     async def _upstream(
         self,
         channel: grpc.aio.Channel,
@@ -200,7 +203,7 @@ class Gateway:
 
         async def call() -> bytes:
             try:
-                answer = await channel.unary_unary(method)(
+                answer = await self._callable(channel, method)(
                     request, metadata=metadata, timeout=self.config.upstream_timeout
                 )
                 return bytes(answer)
@@ -249,9 +252,7 @@ class Gateway:
         if remaining is not None:
             deadline_ms = int((time.time() + remaining) * 1000)
             # Concatenated protobuf messages merge: this adds one entry to the request's input map.
-            request += inference_pb2.PredictionsRequest(
-                input={DEADLINE_KEY: str(deadline_ms).encode()}
-            ).SerializeToString()
+            request += deadline_entry(DEADLINE_KEY, deadline_ms)
         self.watchdog.sent(model)
 
         def done() -> None:  # when TorchServe answers, not when the caller leaves: the job is upstream until then
@@ -312,46 +313,6 @@ class Gateway:
         return await self._upstream(
             self._management, f"/{MANAGEMENT_SERVICE}/{method}", request, _forwarded_metadata(context)
         )
-
-
-#: Input keys a camserve handler reads: the ExplainRequest, or a raw image as TorchServe's own clients send it.
-INPUT_KEYS: Final = ("request", "data", "body")
-
-
-def _check_envelope(request: bytes) -> str:
-    """The model a ``PredictionsRequest`` is for, after the checks TorchServe answers with the wrong code."""
-    try:
-        message = inference_pb2.PredictionsRequest.FromString(request)
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"not a PredictionsRequest: {exc}") from exc
-    if not message.model_name:
-        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "model_name is required")
-    if not any(key in message.input for key in INPUT_KEYS):
-        got = ", ".join(repr(k) for k in sorted(message.input)[:8]) or "none"
-        raise _Refused(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"input has no 'request' entry (keys: {got}): send the camserve.v1.ExplainRequest bytes as "
-            "input['request'] (or raw image bytes as input['data'])",
-        )
-    return str(message.model_name)
-
-
-def upstream_status(code: grpc.StatusCode, details: str) -> tuple[grpc.StatusCode, str]:
-    """TorchServe's status for a failed call, with the codes it gets wrong corrected.
-
-    TorchServe answers the calls of a batch whose worker died with INTERNAL (or RESOURCE_EXHAUSTED), and a model
-    with no worker up with INTERNAL: both are transient — TorchServe restarts the worker — and explanations are
-    pure computations, safe to repeat, so they become UNAVAILABLE, which clients retry. An unknown model is
-    INTERNAL "Model not found" there; here it is NOT_FOUND.
-    """
-    first = details.strip().splitlines()[0] if details.strip() else code.name
-    if "Worker died" in details:
-        return grpc.StatusCode.UNAVAILABLE, f"the worker computing this request died ({first}); it is restarting: retry"
-    if "has no worker to serve inference request" in details:
-        return grpc.StatusCode.UNAVAILABLE, f"{first.split('. Please')[0]}: its worker is restarting; retry"
-    if code == grpc.StatusCode.INTERNAL and "Model not found" in details:
-        return grpc.StatusCode.NOT_FOUND, first
-    return code, details
 
 
 def _in_band(code: grpc.StatusCode, details: str, sequence_id: str) -> bytes:

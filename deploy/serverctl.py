@@ -20,6 +20,10 @@ What it does, and why:
 - Ready means: every requested model reports at least ``max(minWorkers, 1)`` workers READY on the management
   API, and gRPC ``Ping`` answers (TorchServe's Ping alone says "Healthy" before workers have loaded).
   A model whose worker fails to load twice stops the wait at once with the worker's error.
+- Configuration from the environment (containers): ``CAMSERVE_SET_<KEY>=value`` sets config.properties key
+  ``<key>`` (lower-cased), like ``--set key=value``, which wins over it; ``CAMSERVE_MODELS`` (space- or
+  comma-separated) is the default of ``--models``. Through serverctl, not TorchServe's own ``TS_*`` variables, so
+  the gateway is planned from the same values TorchServe runs with.
 - gRPC clients reach TorchServe through :mod:`deploy.gateway` (why: its docstring): the gateway listens on the
   configured gRPC ports and TorchServe's own gRPC listeners move to free loopback ports, TLS moving to the
   gateway. ``--no-gateway`` serves TorchServe's gRPC directly (for side-by-side measurements only).
@@ -33,7 +37,7 @@ import signal
 import sys
 import time
 import urllib.error
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from deploy._config import Endpoints, ServerError, check_ports_free, free_port_overrides, read_properties, render_config
@@ -45,6 +49,8 @@ __all__ = [
     "Server",
     "ServerError",
     "check_ports_free",
+    "env_models",
+    "env_overrides",
     "free_port_overrides",
     "how_to_call",
     "main",
@@ -54,6 +60,30 @@ __all__ = [
 ]
 
 # ----------------------------------------------------------------------------------------------------- CLI
+
+
+#: Environment variables ``CAMSERVE_SET_<KEY>`` set config key ``<key>`` (lower-cased).
+ENV_SET_PREFIX = "CAMSERVE_SET_"
+#: Environment variable naming the models to serve (the default of ``--models``).
+ENV_MODELS = "CAMSERVE_MODELS"
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """The config keys set by ``CAMSERVE_SET_<KEY>=value`` variables (``--set`` on the command line wins)."""
+    out = {}
+    for name, value in sorted(environ.items()):
+        if name.startswith(ENV_SET_PREFIX):
+            key = name[len(ENV_SET_PREFIX) :].lower()
+            if not key:
+                raise SystemExit(f"{name}: the variable must name a config key, e.g. {ENV_SET_PREFIX}JOB_QUEUE_SIZE")
+            out[key] = value.strip()
+    return out
+
+
+def env_models(environ: Mapping[str, str]) -> list[str] | None:
+    """The models named by ``CAMSERVE_MODELS`` (None when unset or empty: every archive)."""
+    names = environ.get(ENV_MODELS, "").replace(",", " ").split()
+    return names or None
 
 
 def _overrides(pairs: Iterable[str]) -> dict[str, str]:
@@ -151,8 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             try:
                 server = Server.start(
-                    run_dir=args.run_dir, model_store=args.model_store, models=args.models, bind=args.bind,
-                    overrides=_overrides(args.overrides), timeout=args.timeout, gateway=args.gateway,
+                    run_dir=args.run_dir, model_store=args.model_store, bind=args.bind,
+                    models=args.models if args.models is not None else env_models(os.environ),
+                    overrides={**env_overrides(os.environ), **_overrides(args.overrides)}, timeout=args.timeout,
+                    gateway=args.gateway,
                 )  # fmt: skip
             except _Terminated:
                 print("serverctl: interrupted while starting; the server was stopped", file=sys.stderr)
@@ -228,6 +260,7 @@ def _run_foreground(server: Server) -> int:
     print(f"serverctl: {name} exited with {ended.returncode}\n{server.log_tail()}", file=sys.stderr)
     server.stop()
     return ended.returncode or 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -39,7 +39,7 @@ command -v "$py" >/dev/null || py=python3
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 reqs=(requirements.txt)
 [ "$dev" = 1 ] && reqs+=(requirements-dev.txt)
-stamp=.venv/.camserve-installed-$( (cat "${reqs[@]}" pyproject.toml client/pyproject.toml proto/pyproject.toml; echo "${reqs[*]}") | sha256sum | cut -c1-16)
+stamp=.venv/.camserve-installed-$( (cat "${reqs[@]}" VERSION pyproject.toml client/pyproject.toml proto/pyproject.toml; echo "${reqs[*]}") | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "setup: installing Python packages into .venv (torch is large: a few minutes the first time)" >&2
   .venv/bin/python -m pip install -q --upgrade pip

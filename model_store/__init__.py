@@ -1,0 +1,1 @@
+"""camserve's demo models: their definitions, training, weights, archives and the localisation benchmark."""

@@ -31,6 +31,7 @@ from camserve._transport import (
     TlsLike,
     channel_credentials,
     channel_options,
+    load_balancing_options,
     management_address_for,
     metadata,
     resolve_address,
@@ -127,6 +128,7 @@ class ClientBase:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         headers: Mapping[str, str] | None = None,
         channel_args: Sequence[tuple[str, object]] = (),
+        load_balancing: str | None = None,
     ) -> None:
         self.address = resolve_address(address)
         self.management_address = management_address or management_address_for(self.address)
@@ -137,7 +139,10 @@ class ClientBase:
         self.tokens = TokenSource(token=token, token_file=token_file, management_token=management_token)
         self.headers = dict(headers or {})
         self._credentials = channel_credentials(tls)
-        self._channel_options = channel_options(max_message_bytes, channel_args)
+        self.load_balancing = load_balancing
+        self._channel_options = channel_options(
+            max_message_bytes, [*load_balancing_options(load_balancing), *channel_args]
+        )
         self._rng = random.Random()
         self._closed = False
         self._channel = self._open(self.address)

@@ -43,14 +43,17 @@ class Client(ClientBase):
     exponential backoff and jitter. Every failure is a :class:`camserve.CamserveError`.
 
     Args:
-        address: ``host:port`` of the gRPC inference API. Default: ``$CAMSERVE_ADDRESS``, else 127.0.0.1:7070.
+        address: ``host:port`` of the gRPC inference API, or a gRPC target naming several servers
+            (``dns:///camserve-headless:7070``, ``ipv4:10.0.0.1:7070,10.0.0.2:7070``). Default:
+            ``$CAMSERVE_ADDRESS``, else 127.0.0.1:7070.
         token: The inference key. Precedence: ``token``, ``token_file``, ``$CAMSERVE_TOKEN``,
             ``$CAMSERVE_TOKEN_FILE``; with none the calls carry no token (servers with token auth off).
         token_file: Path of TorchServe's ``key_file.json`` (both keys are read from it; it is re-read when it
             changes, e.g. after a server restart) or of a text file holding one key.
         management_token: The management key for :meth:`models` (default: ``$CAMSERVE_MANAGEMENT_TOKEN``, else
             the token file's management key).
-        management_address: ``host:port`` of the gRPC management API; default: the inference port + 1.
+        management_address: ``host:port`` of the gRPC management API; default: the inference port + 1 (of every
+            address in a static list).
         tls: False for plaintext; True for TLS with the system's root certificates; PEM bytes or a PEM file path
             for TLS with those roots.
         timeout: Default deadline of every call, seconds.
@@ -60,9 +63,11 @@ class Client(ClientBase):
             TorchServe's 6,553,500 B response limit).
         headers: Metadata sent with every call (per-call ``headers`` add to and override these).
         channel_args: Extra gRPC channel arguments, e.g. ``[("grpc.ssl_target_name_override", "camserve")]``.
+        load_balancing: ``"round_robin"`` spreads calls over every server the address resolves to (a headless
+            Service's pods, a static list); None or ``"pick_first"`` (grpcio's default) uses one of them.
 
     Raises:
-        InvalidArgument: A setting is malformed (address, timeout, retries, certificates).
+        InvalidArgument: A setting is malformed (address, timeout, retries, certificates, load balancing).
     """
 
     _grpc = grpc

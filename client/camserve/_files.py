@@ -1,8 +1,11 @@
-"""File names for the pictures and arrays the SDK writes (the gallery, the CLI): safe and distinct."""
+"""File names: which files the command line reads as images, and safe, distinct names for what the SDK writes."""
 
 from __future__ import annotations
 
 import re
+
+#: The file suffixes read as images when a directory is given (``camserve explain``, ``camserve perf``).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
 def slug(text: str) -> str:

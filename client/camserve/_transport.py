@@ -1,5 +1,11 @@
 """What the sync and asyncio clients share: channel settings, metadata, the deadline and the retry policy.
 
+Addresses are gRPC targets: ``host:port``, or a name-resolver target for a replicated service, e.g.
+``dns:///camserve-headless.ns.svc:7070`` (every pod behind a headless Service) or the static list
+``ipv4:10.0.0.1:7070,10.0.0.2:7070``. ``load_balancing="round_robin"`` spreads calls over every address the
+target resolves to (gRPC's own policy, through the channel's service config); grpcio's default, ``pick_first``,
+sends every call to one of them.
+
 Retry policy (one place, used by both clients): only :class:`~camserve.errors.Unavailable` is retried, i.e. the
 server could not be reached or is restarting. Rejected input, missing models, auth failures, internal errors and
 deadlines are never retried. Delays grow exponentially with "full jitter" (a uniform draw below the exponential
@@ -12,6 +18,7 @@ writes new keys; that one extra attempt is not counted as a retry.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -41,6 +48,10 @@ TlsLike = bool | bytes | str | os.PathLike[str]
 #: Requests at least this large that the server drops mid-stream (CANCELLED) were over its size limit: grpc-java
 #: resets the stream when a message exceeds max_request_size (TorchServe's default is 6,553,500 B).
 LARGE_REQUEST_BYTES = 4 * 1024 * 1024
+#: gRPC's load-balancing policies a client may choose (``load_balancing=``).
+LOAD_BALANCING_POLICIES = ("pick_first", "round_robin")
+#: Target schemes whose address part is a comma-separated list of ``host:port``.
+LIST_SCHEMES = ("ipv4:", "ipv6:")
 
 
 def resolve_address(address: str | None) -> str:
@@ -53,13 +64,41 @@ def resolve_address(address: str | None) -> str:
 
 
 def management_address_for(address: str) -> str:
-    """TorchServe's convention: the gRPC management port is the inference port + 1 (7070 -> 7071)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
+    """TorchServe's convention: the gRPC management port is the inference port + 1 (7070 -> 7071).
+
+    For a static list (``ipv4:a:7070,b:7070``) every address moves; ``dns:///host:7070`` becomes
+    ``dns:///host:7071``.
+    """
+
+    def next_port(one: str) -> str:
+        host, sep, port = one.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise InvalidArgument(
+                f"cannot derive the management address from {address!r}: pass management_address=",
+                field="address",
+            )
+        return f"{host}:{int(port) + 1}"
+
+    for scheme in LIST_SCHEMES:
+        if address.startswith(scheme):
+            return scheme + ",".join(next_port(one) for one in address[len(scheme) :].split(","))
+    return next_port(address)
+
+
+def load_balancing_options(policy: str | None) -> list[tuple[str, object]]:
+    """The channel argument selecting gRPC's load-balancing ``policy`` (None: grpcio's default, pick_first).
+
+    Raises:
+        InvalidArgument: ``policy`` is not one of :data:`LOAD_BALANCING_POLICIES`.
+    """
+    if policy is None:
+        return []
+    if policy not in LOAD_BALANCING_POLICIES:
         raise InvalidArgument(
-            f"cannot derive the management address from {address!r}: pass management_address=", field="address"
+            f"load_balancing must be one of {', '.join(LOAD_BALANCING_POLICIES)}, got {policy!r}",
+            field="load_balancing",
         )
-    return f"{host}:{int(port) + 1}"
+    return [("grpc.service_config", json.dumps({"loadBalancingConfig": [{policy: {}}]}))]
 
 
 def channel_options(max_message_bytes: int, extra: Sequence[tuple[str, object]] = ()) -> list[tuple[str, object]]:

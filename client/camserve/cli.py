@@ -7,19 +7,23 @@
     camserve describe imagenet-efficientnet-lite0
     camserve explain photos/*.jpg --model imagenet-efficientnet-lite0 --method gradcam --method guided_backprop \\
         --top-k 2 --out out/
+    camserve perf --model shapes-classifier --method gradcam --concurrency 1,4,16 --duration 30s --compare-predict
 
 Connection options (every command): ``--address`` (default ``$CAMSERVE_ADDRESS`` or 127.0.0.1:7070),
 ``--token`` / ``--token-file`` (default ``$CAMSERVE_TOKEN`` / ``$CAMSERVE_TOKEN_FILE``; TorchServe writes
-``key_file.json`` into its working directory), ``--timeout`` (seconds per request), ``--retries``.
+``key_file.json`` into its working directory), ``--timeout`` (seconds per request), ``--retries``,
+``--load-balancing round_robin`` (several servers behind one address).
 
 ``explain`` writes into ``--out`` (default ``camserve-out``): ``summary.json`` (predictions, map list, timing and
 errors per image), ``maps/<image>/`` with each map as ``.npy`` (float32, as served) and ``.png`` (the picture the
 gallery shows), and ``index.html`` with ``gallery/``, the gallery (skip it with ``--no-gallery``). Directories
 given as IMAGES are searched for image files (not recursively).
 
+``perf`` load-tests a model (see :mod:`camserve.perf` and the client README): a table per concurrency level.
+
 Exit codes:
     0  success
-    1  explain finished, but some images failed (see the messages and summary.json)
+    1  explain finished, but some images failed (see the messages and summary.json); perf: every request failed
     2  usage error: bad arguments, an image file that does not exist
     3  the server rejected the request: invalid input, unknown model/method/layer, over a limit
     4  the server could not be reached, is restarting or unhealthy, or did not answer in time
@@ -40,11 +44,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from camserve import gallery, render
+from camserve import gallery, perf, render
 from camserve._client import Client
-from camserve._files import slug
+from camserve._files import IMAGE_SUFFIXES, slug
 from camserve._request import Input
 from camserve._results import ExplainResult, ModelInfo
+from camserve._transport import LOAD_BALANCING_POLICIES
 from camserve.errors import (
     CamserveError,
     DeadlineExceeded,
@@ -63,8 +68,6 @@ EXIT_UNAVAILABLE = 4
 EXIT_AUTH = 5
 EXIT_INTERNAL = 6
 EXIT_INTERRUPTED = 130
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
 def exit_code(error: CamserveError) -> int:
@@ -119,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     conn.add_argument("--token-file", help="TorchServe key_file.json (default $CAMSERVE_TOKEN_FILE)")
     conn.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     conn.add_argument("--retries", type=int, default=3, help="retries after transport failures (default 3)")
+    conn.add_argument(
+        "--load-balancing",
+        choices=LOAD_BALANCING_POLICIES,
+        help="spread calls over every server the address names, e.g. dns:///camserve-headless:7070 (round_robin)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="camserve",
@@ -160,18 +168,25 @@ def _parser() -> argparse.ArgumentParser:
     progress = ex.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="progress line")
     progress.add_argument("--no-progress", dest="progress", action="store_false")
+    perf.add_parser(sub, common)
     return parser
 
 
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """The client arguments the connection options give (the same for the sync and the async client)."""
+    return {
+        "address": args.address,
+        "token": args.token,
+        "token_file": args.token_file,
+        "management_address": args.management_address,
+        "timeout": args.timeout,
+        "retries": args.retries,
+        "load_balancing": args.load_balancing,
+    }
+
+
 def _client(args: argparse.Namespace) -> Client:
-    return Client(
-        args.address,
-        token=args.token,
-        token_file=args.token_file,
-        management_address=args.management_address,
-        timeout=args.timeout,
-        retries=args.retries,
-    )
+    return Client(**_connection(args))
 
 
 def _images(paths: Sequence[str]) -> list[Path]:
@@ -405,8 +420,10 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
                 info = client.describe(args.model)
                 print(_describe_json(info) if args.json else _describe_text(info), file=out)
                 return EXIT_OK
+            if args.command == "perf":
+                return perf.run(args, _connection(args), out, err)
             return _explain(client, args, out, err)
-    except _UsageError as exc:
+    except (_UsageError, perf.OptionError) as exc:
         print(f"camserve: error: {exc}", file=err)
         return EXIT_USAGE
     except CamserveError as exc:

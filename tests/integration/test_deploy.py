@@ -1,7 +1,7 @@
 """The deployment files say what we decided: loopback, auth on, model API off, limits that fit each other.
 
-No server here: these read deploy/config.properties, the model configs, the rendered runtime config, the
-Kubernetes manifests and the Dockerfile.
+No server here: these read deploy/config.properties, the model configs and the rendered runtime config (the
+container and Kubernetes files: tests/deploy/test_manifests.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import socket
 import urllib.parse
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 import yaml
@@ -124,35 +123,6 @@ def test_read_properties_rejects_garbage(tmp_path: Path, serverctl_module: Modul
     bad.write_text("# fine\nkey=value\nno equals sign here\n")
     with pytest.raises(serverctl_module.ServerError, match="not a key=value line"):
         serverctl_module.read_properties(bad)
-
-
-def _docs(name: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / name).read_text()) if d]
-
-
-def test_kubernetes_manifests_parse_and_agree_with_the_image() -> None:
-    docs = {d["kind"]: d for d in _docs("camserve.yaml")}
-    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy"}
-    pod = docs["Deployment"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports["grpc"] == 7070 and ports["grpc-mgmt"] == 7071
-    assert docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
-    assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
-    probe = container["readinessProbe"]["exec"]["command"]
-    assert probe[:4] == ["python", "-m", "deploy.serverctl", "status"]
-    # The run dir the probes read is the one the image's entry point uses.
-    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    run_dir = probe[probe.index("--run-dir") + 1]
-    assert f'"--run-dir", "{run_dir}"' in dockerfile
-    assert '"--bind", "0.0.0.0"' in dockerfile
-
-    (isvc,) = _docs("kserve-inferenceservice.yaml")
-    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
-    (predictor,) = isvc["spec"]["predictor"]["containers"]
-    assert predictor["ports"] == [{"name": "h2c", "containerPort": 7070, "protocol": "TCP"}]
-    assert predictor["image"] == container["image"]
 
 
 def test_serverctl_cli_without_a_server(tmp_path: Path, serverctl_module: ModuleType) -> None:

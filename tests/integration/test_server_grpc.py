@@ -7,151 +7,35 @@ sees them bit-exact and served maps can be compared with the engine run in this 
 
 from __future__ import annotations
 
-import io
 import json
-import struct
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
-import zlib
-from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-import torch
 from camserve_proto.camserve.v1 import explain_pb2
-from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2, inference_pb2_grpc
-from google.protobuf import empty_pb2
-from PIL import Image
+from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2_grpc
+from server_grpc_helpers import (
+    CLASSIFIER,
+    DEADLINE,
+    METHODS,
+    VAE,
+    Caller,
+    as_array,
+    describe,
+    engine_inputs,
+    png,
+    request,
+    shapes,
+)
 
 from handlers.engine import MapKey
 
 pytestmark = pytest.mark.integration
-
-CLASSIFIER = "shapes-classifier"
-VAE = "shapes-vae"
-DEADLINE = 120.0  # s, on every call: generous for a busy 2-core machine, never infinite
-METHODS = ("gradcam", "gradcam++", "saliency", "guided_backprop")
-MAX_MESSAGE = 32 * 1024 * 1024
-
-
-# ------------------------------------------------------------------------------------------------------- helpers
-
-
-def shapes(count: int, start: int = 0) -> np.ndarray:
-    """``count`` demo images ``uint8 [N, 64, 64, 3]`` from the test split (deterministic)."""
-    from model_store import data
-
-    return data.make_batch("test", start, count).images
-
-
-def png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def pixel_bomb(width: int, height: int) -> bytes:
-    """A 1x1 grey PNG whose header claims ``width`` x ``height`` pixels (a few dozen bytes)."""
-    one = io.BytesIO()
-    Image.new("L", (1, 1)).save(one, format="PNG")
-    data = bytearray(one.getvalue())
-    # IHDR data starts at byte 16 (8 signature + 4 length + 4 type); its CRC covers type + data (bytes 12..29).
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
-def as_array(tensor: explain_pb2.Tensor) -> np.ndarray:
-    """A float Tensor message as a float32 array."""
-    dtype = {explain_pb2.FLOAT16: "<f2", explain_pb2.FLOAT32: "<f4"}[tensor.encoding]
-    values = np.frombuffer(tensor.data, dtype=dtype).astype(np.float32).reshape(tuple(tensor.shape))
-    return values * np.float32(tensor.scale or 1.0)  # FLOAT16 maps outside float16's normal range travel scaled
-
-
-def request(images: Sequence[bytes], **fields: Any) -> explain_pb2.ExplainRequest:
-    return explain_pb2.ExplainRequest(
-        images=[explain_pb2.Image(encoded=b, id=f"img-{i}") for i, b in enumerate(images)], **fields
-    )
-
-
-class Caller:
-    """Predictions calls with the inference key and a deadline; decodes ExplainResponse bytes."""
-
-    def __init__(self, stub: inference_pb2_grpc.InferenceAPIsServiceStub, token: str) -> None:
-        self.stub = stub
-        self.token = token
-
-    def raw(
-        self, model: str, inputs: dict[str, bytes], *, token: str | None = None, timeout: float = DEADLINE
-    ) -> inference_pb2.PredictionResponse:
-        metadata = (("authorization", f"Bearer {self.token if token is None else token}"),)
-        message = inference_pb2.PredictionsRequest(model_name=model, input=inputs)
-        return self.stub.Predictions(message, metadata=metadata, timeout=timeout)
-
-    def explain(self, msg: explain_pb2.ExplainRequest, model: str = CLASSIFIER) -> explain_pb2.ExplainResponse:
-        reply = self.raw(model, {"request": msg.SerializeToString()})
-        return explain_pb2.ExplainResponse.FromString(reply.prediction)
-
-
-@pytest.fixture(scope="module")
-def channel(camserve_server: Any) -> Iterator[grpc.Channel]:
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
-    with grpc.insecure_channel(camserve_server.address, options=options) as ch:
-        yield ch
-
-
-@pytest.fixture(scope="module")
-def any_caller(camserve_server: Any, channel: grpc.Channel) -> Caller:
-    """A caller for tests of TorchServe's own behaviour (auth, limits, routing): any served model will do."""
-    return Caller(inference_pb2_grpc.InferenceAPIsServiceStub(channel), camserve_server.inference_token)
-
-
-@pytest.fixture(scope="module")
-def served(camserve_server: Any) -> str:
-    """The model those tests call: the shapes classifier when served, else the first served model."""
-    return CLASSIFIER if CLASSIFIER in camserve_server.models else camserve_server.models[0]
-
-
-@pytest.fixture(scope="module")
-def caller(camserve_server: Any, any_caller: Caller) -> Caller:
-    camserve_server.require(CLASSIFIER)
-    return any_caller
-
-
-@pytest.fixture(scope="module")
-def engine() -> Any:
-    """The classifier's engine in this process: the same weights and code the worker runs."""
-    from handlers.engine import Explainer
-    from model_store import zoo
-
-    return Explainer(zoo.build(CLASSIFIER), labels=zoo.info(CLASSIFIER)["labels"])
-
-
-def engine_inputs(images: np.ndarray) -> torch.Tensor:
-    """What the worker feeds the model for these 64x64 images (mean 0, std 1: pixels / 255)."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-
-
-def describe(caller: Caller, model: str) -> explain_pb2.ModelInfo:
-    response = caller.explain(explain_pb2.ExplainRequest(describe=True), model)
-    assert not response.HasField("error"), response.error
-    return response.model_info
-
-
-def worker_pids(server: Any, model: str) -> list[int]:
-    req = urllib.request.Request(
-        f"{server.management_url}/models/{model}", headers={"Authorization": f"Bearer {server.management_token}"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as reply:
-        return sorted(int(w["pid"]) for w in json.loads(reply.read())[0]["workers"])
-
 
 # ------------------------------------------------------------------------------------------- the main request
 
@@ -353,114 +237,3 @@ def test_raw_image_over_rest_with_bearer_token(camserve_server: Any, caller: Cal
         urllib.request.urlopen(anonymous, timeout=DEADLINE)
     assert refused.value.code in (400, 401, 403)
     assert "Token Authorization failed" in refused.value.read().decode()
-
-
-# ------------------------------------------------------------------------------------------ errors and auth
-
-
-@pytest.mark.parametrize("token", ["", "not-the-key", "management"])
-def test_bad_token_is_refused(camserve_server: Any, any_caller: Caller, served: str, token: str) -> None:
-    key = camserve_server.management_token if token == "management" else token
-    with pytest.raises(grpc.RpcError) as refused:
-        any_caller.raw(served, {"request": request([png(shapes(1)[0])]).SerializeToString()}, token=key)
-    # TorchServe 0.12 answers PERMISSION_DENIED for a missing, wrong or wrong-kind key.
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "Token Authorization failed" in (refused.value.details() or "")
-
-
-def test_ping_needs_the_token_and_reports_healthy(camserve_server: Any, channel: grpc.Channel) -> None:
-    stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
-    good = (("authorization", f"Bearer {camserve_server.inference_token}"),)
-    assert json.loads(stub.Ping(empty_pb2.Empty(), metadata=good, timeout=30).health) == {"status": "Healthy"}
-    with pytest.raises(grpc.RpcError) as refused:
-        stub.Ping(empty_pb2.Empty(), timeout=30)
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-
-
-def test_unknown_model(any_caller: Caller) -> None:
-    with pytest.raises(grpc.RpcError) as failed:
-        any_caller.raw("no-such-model", {"request": b""})
-    # TorchServe alone answers INTERNAL "Model not found" (DESIGN.md); the gateway gives it its right code.
-    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "Model not found: no-such-model" in (failed.value.details() or "")
-
-
-def test_max_request_size_is_the_grpc_inbound_limit(any_caller: Caller, served: str) -> None:
-    """deploy/config.properties max_request_size (16 MiB) bounds a gRPC call: just under reaches the handler
-    (which answers in band), just over is refused by the gateway before any worker sees it, naming the limit."""
-    limit = 16 * 1024 * 1024
-    overhead = 64  # PredictionsRequest framing around the payload: model name, map entry, key
-    under = any_caller.raw(served, {"request": b"\0" * (limit - overhead)})
-    assert explain_pb2.ExplainResponse.FromString(under.prediction).error.code == "INVALID_ARGUMENT"
-    with pytest.raises(grpc.RpcError) as refused:
-        any_caller.raw(served, {"request": b"\0" * (limit + 1)})
-    # TorchServe alone resets the stream (grpcio reports CANCELLED, no limit named); the gateway says what and why.
-    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "max_request_size of 16,777,216 bytes" in refused.value.details()
-
-
-def test_keeps_serving_after_bad_input(camserve_server: Any, caller: Caller) -> None:
-    """Hostile and broken requests get answers in band; the worker process is never replaced."""
-    before = worker_pids(camserve_server, CLASSIFIER)
-    good = png(shapes(1, start=500)[0])
-    bomb = pixel_bomb(10_000, 10_000)
-    cases: list[tuple[dict[str, bytes], str]] = [
-        ({"request": b"\x08\x96\x01 garbage"}, "INVALID_ARGUMENT"),
-        ({"request": request([]).SerializeToString()}, "INVALID_ARGUMENT"),
-        ({"request": request([good] * 17).SerializeToString()}, "RESOURCE_EXHAUSTED"),
-        ({"request": request([good], methods=["telepathy"]).SerializeToString()}, "INVALID_ARGUMENT"),
-        ({"request": request([good], layers=["no.such.layer"]).SerializeToString()}, "NOT_FOUND"),
-        (
-            {
-                "request": request(
-                    [good] * 16,  # 16 images x 6 classes x ~213 kB of float32 maps: ~20 MB > 15 MB
-                    methods=["saliency", "guided_backprop", "deconvnet", "guided_gradcam", "gradcam"],
-                    target=explain_pb2.Target(top_k=6),
-                    output=explain_pb2.OutputOptions(encoding=explain_pb2.FLOAT32, resolution=explain_pb2.INPUT),
-                ).SerializeToString()
-            },
-            "RESOURCE_EXHAUSTED",
-        ),
-    ]
-    for inputs, code in cases:
-        response = explain_pb2.ExplainResponse.FromString(caller.raw(CLASSIFIER, inputs).prediction)
-        assert response.error.code == code, (code, response.error)
-        assert response.error.message
-    image_level = caller.explain(request([bomb, good[: len(good) // 2]]))
-    assert [r.error.code for r in image_level.results] == ["RESOURCE_EXHAUSTED", "INVALID_ARGUMENT"]
-    # Still serving, by the same worker process.
-    fine = caller.explain(request([good]))
-    assert not fine.HasField("error") and not fine.results[0].HasField("error") and fine.results[0].maps
-    assert worker_pids(camserve_server, CLASSIFIER) == before
-
-
-# ---------------------------------------------------------------------------------------- wire compatibility
-
-
-def test_wire_compatible_with_torchserves_own_proto(
-    camserve_server: Any, any_caller: Caller, served: str, tmp_path: Path
-) -> None:
-    """Stubs compiled now from the inference.proto inside TorchServe's jar call our server and get our answer."""
-    msg = request([png(im) for im in shapes(2, start=600)], methods=["gradcam"])
-    ours = any_caller.explain(msg, served)
-    (tmp_path / "request.bin").write_bytes(msg.SerializeToString())
-    script = Path(__file__).with_name("torchserve_proto_call.py")
-    run = subprocess.run(
-        [
-            sys.executable, str(script), str(tmp_path / "work"), camserve_server.address,
-            camserve_server.inference_token, served, str(tmp_path / "request.bin"), str(tmp_path / "response.bin"),
-        ],
-        capture_output=True, text=True, timeout=DEADLINE + 60, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
-    assert summary["health"] == {"status": "Healthy"}
-    assert summary["package"] == "org.pytorch.serve.grpc.inference"
-    assert summary["status_type"] == "google.rpc.Status"  # TorchServe's file, not our copy
-    assert summary["proto_file"].startswith(str(tmp_path)) and not summary["camserve_imported"]
-    theirs = explain_pb2.ExplainResponse.FromString((tmp_path / "response.bin").read_bytes())
-    assert not theirs.HasField("error"), theirs.error
-    assert [r.id for r in theirs.results] == ["img-0", "img-1"]
-    assert [[p.class_id for p in r.predictions] for r in theirs.results] == [
-        [p.class_id for p in r.predictions] for r in ours.results
-    ]
