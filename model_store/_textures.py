@@ -102,6 +102,7 @@ def background(rng: np.random.Generator, size: int) -> tuple[FloatArray, str]:
     family = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     c0, c1 = rng.uniform(0.0, 1.0, 3), rng.uniform(0.0, 1.0, 3)
     yy, xx = _grid(size)
+    img: FloatArray
     if family == "flat":
         img = np.broadcast_to(c0, (size, size, 3)).astype(np.float32)
     elif family == "gradient":

@@ -209,7 +209,9 @@ def _occluder(rng: np.random.Generator, size: int, cx: float, cy: float, radius:
     off = rng.uniform(0.25, 0.9) * radius * ss  # the bar's axis passes off the object's centre
     px, py = cx * ss - off * math.sin(a), cy * ss + off * math.cos(a)
     d, n = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
-    corners = [np.array([px, py]) + sl * half_l * d + sw * half_w * n for sl, sw in ((1, 1), (1, -1), (-1, -1), (-1, 1))]
+    corners = [
+        np.array([px, py]) + sl * half_l * d + sw * half_w * n for sl, sw in ((1, 1), (1, -1), (-1, -1), (-1, 1))
+    ]
     ImageDraw.Draw(canvas).polygon([(float(c[0]), float(c[1])) for c in corners], fill=255)
     hi = np.asarray(canvas, dtype=np.float32) / 255.0
     return np.asarray(hi.reshape(size, ss, size, ss).mean(axis=(1, 3)), dtype=np.float32)

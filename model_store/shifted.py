@@ -90,7 +90,7 @@ def _polygon_sdf(x: Array, y: Array, verts: Array) -> Array:
         d2 = np.minimum(d2, (wx - ex * t) ** 2 + (wy - ey * t) ** 2)
         crosses = (ay > y) != (by > y)
         inside ^= crosses & (x < ex * (y - ay) / np.where(ey == 0, 1e-12, ey) + ax)
-    return np.where(inside, -1.0, 1.0) * np.sqrt(d2)
+    return np.asarray(np.where(inside, -1.0, 1.0) * np.sqrt(d2))
 
 
 def _vertices(kind: str, rng: np.random.Generator, radius: float) -> Array:
@@ -163,10 +163,8 @@ def _background(rng: np.random.Generator, size: int) -> Array:
         t = ((np.cos(a) * x + np.sin(a) * y) // (period / 2)) % 2
     elif name == "checker":
         cell = rng.uniform(4, 14)
-        if rng.uniform() < 0.5:
-            t = (x // cell + y // cell) % 2
-        else:
-            t = ((x + y) // cell + (x - y) // cell) % 2
+        diagonal = rng.uniform() >= 0.5
+        t = ((x + y) // cell + (x - y) // cell) % 2 if diagonal else (x // cell + y // cell) % 2
     elif name == "hatch":
         spacing, width = rng.uniform(4, 9), rng.uniform(0.8, 1.6)
         t = np.zeros((size, size))
@@ -212,9 +210,7 @@ def _placement(rng: np.random.Generator, size: int, margin: float) -> tuple[floa
     return float(cx), float(cy)
 
 
-def _draw_object(
-    rng: np.random.Generator, img: Array, kind: str, size: int
-) -> tuple[Array, Array]:
+def _draw_object(rng: np.random.Generator, img: Array, kind: str, size: int) -> tuple[Array, Array]:
     """Draw the object of class ``kind`` on ``img``; returns the new image and the ink mask."""
     style = STYLES[int(rng.integers(len(STYLES)))]
     radius = size * rng.uniform(_MIN_FRACTION, _MAX_FRACTION) / 2
@@ -226,7 +222,7 @@ def _draw_object(
     colour = _contrasting(rng, img[mask])
     if style == "shadowed":
         off = rng.uniform(1.5, 3.5, 2)
-        shadow = np.roll(ink, (int(round(off[1])), int(round(off[0]))), axis=(0, 1))
+        shadow = np.roll(ink, (round(float(off[1])), round(float(off[0]))), axis=(0, 1))
         shadow = np.clip(shadow - ink, 0, 1) * rng.uniform(0.35, 0.6)
         img = _blend(img, np.zeros(3, np.float32), shadow)
     if style == "gradient":

@@ -19,10 +19,11 @@ from handlers.engine._vae._regions import Box, Mask, Region, RegionLike, Regions
 from handlers.engine._vae._result import VAEExplanation
 from handlers.engine._vae.area_gradcam import AreaGradCam
 from handlers.engine._vae.area_guided import AreaGuided
+from handlers.engine._vae.area_layercam import AreaLayerCam
 from handlers.engine._vae.area_saliency import AreaSaliency
 from handlers.engine._vae.latent_gradcam import LatentGradCam
 
-for _method in (AreaSaliency, AreaGuided, AreaGradCam, LatentGradCam):
+for _method in (AreaSaliency, AreaGuided, AreaGradCam, LatentGradCam, AreaLayerCam):
     register_vae_method(_method)
 
 __all__ = [
