@@ -1,26 +1,20 @@
-"""Procedural "shapes" training data: one shape per image, drawn in many styles on many kinds of background.
+"""Procedural "shapes" data set: one shape per image on a cluttered, noisy, textured background.
 
 Every image is a pure function of one integer seed, so a data set is just a range of seeds. Splits own disjoint seed
 ranges by construction: ``seed = split_id * SPLIT_STRIDE + index`` with ``0 <= index < SPLIT_STRIDE``, so no index of
 one split can ever produce a seed of another.
 
-What an image contains (each factor drawn independently from the seed):
+What an image contains:
 
-* a background of one of the families in :data:`model_store._textures.BACKGROUNDS` (flat, linear or radial
-  gradient, stripes, rotated checkerboard, colour noise, cluttered mix), maybe with soft blobs and thin scribbles
-  (distractors without a solid outline of a class shape);
-* the object: one of :data:`SHAPE_CLASSES` in one of :data:`STYLES` (filled with gentle shading, outlined with a
-  stroke, or textured with a two-colour pattern), with random colour (kept at a minimum distance from the background
-  under it), size (24-56 % of the side), position (anywhere fully inside the image, so often off-centre) and
-  rotation, anti-aliased by 4x supersampling;
-* sometimes an occluder: a thin bar across the object hiding at most a quarter of it;
-* colour jitter (channel gains, offset, gamma), sometimes a Gaussian blur, and pixel noise of random strength.
+* a textured background: a smooth two-colour gradient, a sinusoidal grating of random period and orientation, low-
+  frequency colour noise, and a few soft Gaussian *distractor blobs* and thin scribbles. Distractors have no sharp
+  outline and are never one of the classes' shapes, so the object is always the only hard-edged, solid shape;
+* the object: one of :data:`SHAPE_CLASSES`, with random colour (kept at a minimum distance from the background under
+  it), size, position (fully inside the image) and rotation, anti-aliased by 4x supersampling;
+* pixel noise over everything.
 
-The ground truth is the object's visible mask (supersampled coverage >= 0.5, minus occluded pixels) and its bounding
-box, ``(x0, y0, x1, y1)`` half-open in pixels — the box is computed from the mask, so the two always agree.
-
-The style-shifted evaluation set lives in ``model_store.shifted``, with drawing code of its own; training never
-imports it.
+The ground truth is the object's mask (supersampled coverage >= 0.5) and its bounding box, ``(x0, y0, x1, y1)``
+half-open in pixels — the box is computed from the mask, so the two always agree.
 """
 
 from __future__ import annotations
@@ -31,16 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from scipy import ndimage
-
-from model_store import _textures
 
 __all__ = [
     "DEFAULT_SIZE",
     "SHAPE_CLASSES",
     "SPLITS",
     "SPLIT_STRIDE",
-    "STYLES",
     "Batch",
     "Sample",
     "make_batch",
@@ -60,22 +50,12 @@ SPLIT_STRIDE = 1 << 32
 
 DEFAULT_SIZE = 64
 
-STYLES: tuple[str, ...] = ("filled", "outlined", "textured")
-"""Object drawing styles, drawn with probabilities 1/2, 1/4, 1/4 (see :data:`_STYLE_WEIGHTS`)."""
-
 _SUPERSAMPLE = 4
 _MIN_SIZE = 8
-_MIN_OBJECT_FRACTION = 0.24  # object diameter as a share of the image side (64 px -> 15..36 px)
-_MAX_OBJECT_FRACTION = 0.56
+_MIN_OBJECT_FRACTION = 0.24  # object diameter as a share of the image side (64 px -> 15..32 px)
+_MAX_OBJECT_FRACTION = 0.50
 _MIN_COLOUR_DISTANCE = 0.35  # Euclidean RGB distance in [0, 1] units between the object and the background under it
-_RING_INNER = 0.55  # inner / outer radius of a ring
-_MIN_STROKE = 1.5  # px; an outline is 10-20 % of the radius wide, never thinner than this
-_OCCLUDER_PROBABILITY = 0.25
-_MAX_OCCLUDED = 0.25  # an occluder may hide at most this share of the object's mask
-_MAX_BLUR_SIGMA = 1.0
-_BLUR_TRUNCATE = 3  # px: the blur kernel's radius, so the object changes no pixel farther than this from its ink
-_MAX_NOISE_SIGMA = 0.06
-_STYLE_WEIGHTS = (0.5, 0.25, 0.25)
+_NOISE_SIGMA = 0.03
 
 
 @dataclass(frozen=True)
@@ -153,118 +133,112 @@ def _shape_polygon(kind: str, radius: float, angle: float) -> np.ndarray:
     return np.asarray(pts @ np.array([[c, s], [-s, c]]), dtype=np.float64)
 
 
-def _object_coverage(
-    kind: str, size: int, cx: float, cy: float, radius: float, angle: float, stroke: float = 0.0
-) -> np.ndarray:
-    """Anti-aliased coverage ``[size, size]`` in [0, 1] of the object, from a 4x supersampled drawing.
-
-    ``stroke > 0`` draws the outline only, ``stroke`` px wide, centred on the contour (a ring: both its circles).
-    """
+def _object_coverage(kind: str, size: int, cx: float, cy: float, radius: float, angle: float) -> np.ndarray:
+    """Anti-aliased coverage ``[size, size]`` in [0, 1] of the object, from a 4x supersampled drawing."""
     ss = _SUPERSAMPLE
     canvas = Image.new("L", (size * ss, size * ss), 0)
     draw = ImageDraw.Draw(canvas)
-    x, y, r, w = cx * ss, cy * ss, radius * ss, max(1, round(stroke * ss))
+    x, y, r = cx * ss, cy * ss, radius * ss
     if kind in ("circle", "ring"):
-        radii = (r, r * _RING_INNER) if kind == "ring" else (r,)
-        if stroke > 0:
-            for rr in radii:
-                draw.ellipse((x - rr - w / 2, y - rr - w / 2, x + rr + w / 2, y + rr + w / 2), outline=255, width=w)
-        else:
-            for rr, fill in zip(radii, (255, 0), strict=False):
-                draw.ellipse((x - rr, y - rr, x + rr, y + rr), fill=fill)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+        if kind == "ring":
+            ri = r * 0.55
+            draw.ellipse((x - ri, y - ri, x + ri, y + ri), fill=0)
     else:
-        pts = [(float(px), float(py)) for px, py in _shape_polygon(kind, r, angle) + np.array([x, y])]
-        if stroke > 0:
-            draw.line([*pts, pts[0], pts[1]], fill=255, width=w, joint="curve")
-        else:
-            draw.polygon(pts, fill=255)
+        pts = _shape_polygon(kind, r, angle) + np.array([x, y])
+        draw.polygon([(float(px), float(py)) for px, py in pts], fill=255)
     hi = np.asarray(canvas, dtype=np.float32) / 255.0
     return np.asarray(hi.reshape(size, ss, size, ss).mean(axis=(1, 3)), dtype=np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
+    """Low-frequency noise ``[size, size, channels]`` in about [-1, 1]: a coarse random grid, bilinearly upsampled."""
+    grid = rng.uniform(-1.0, 1.0, (cells + 1, cells + 1, channels))
+    pos = np.linspace(0.0, cells, size, endpoint=False) + cells / (2 * size)
+    i0 = np.clip(np.floor(pos).astype(int), 0, cells - 1)
+    f = (pos - i0)[:, None]
+    rows = grid[i0] * (1 - f[:, :, None]) + grid[i0 + 1] * f[:, :, None]  # [size, cells+1, C]
+    out = rows[:, i0] * (1 - f[None, :, :]) + rows[:, i0 + 1] * f[None, :, :]
+    return np.asarray(out, dtype=np.float32)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Textured, cluttered background ``[size, size, 3]`` float32 in [0, 1] (before pixel noise)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    c0, c1 = rng.uniform(0.0, 1.0, 3), rng.uniform(0.0, 1.0, 3)
+    g = rng.uniform(0, 2 * math.pi)
+    t = np.clip(0.5 + (xx - 0.5) * math.cos(g) + (yy - 0.5) * math.sin(g), 0, 1)[..., None]
+    img = c0 * (1 - t) + c1 * t
+    # grating: random period (in units of the image side), orientation, phase and colour amplitude
+    period = rng.uniform(0.16, 0.4)
+    o = rng.uniform(0, math.pi)
+    wave = np.sin(2 * math.pi * (xx * math.cos(o) + yy * math.sin(o)) / period + rng.uniform(0, 2 * math.pi))
+    img = img + wave[..., None] * rng.uniform(0.02, 0.12, 3)
+    img = img + _smooth_noise(rng, size, int(rng.integers(3, 7)), 3) * rng.uniform(0.05, 0.15)
+    # soft, anisotropic Gaussian distractor blobs: no outline, so never a class shape
+    for _ in range(int(rng.integers(2, 6))):
+        bx, by = rng.uniform(0, 1, 2)
+        sx, sy = rng.uniform(0.03, 0.12, 2)
+        a = rng.uniform(0, math.pi)
+        dx, dy = xx - bx, yy - by
+        u, v = dx * math.cos(a) + dy * math.sin(a), -dx * math.sin(a) + dy * math.cos(a)
+        w = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))[..., None] * rng.uniform(0.4, 0.8)
+        img = img * (1 - w) + rng.uniform(0, 1, 3) * w
+    return np.asarray(np.clip(img, 0, 1), dtype=np.float32)
+
+
+def _scribbles(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Thin random-walk strokes: coverage ``[size, size]`` and one colour per pixel ``[size, size, 3]``."""
+    canvas = Image.new("L", (size, size), 0)
+    colour_idx = Image.new("L", (size, size), 0)
+    draw, cdraw = ImageDraw.Draw(canvas), ImageDraw.Draw(colour_idx)
+    n = int(rng.integers(1, 4))
+    colours = rng.uniform(0, 1, (n + 1, 3)).astype(np.float32)
+    for k in range(n):
+        steps = int(rng.integers(4, 9))
+        heading = rng.uniform(0, 2 * math.pi)
+        turns = np.cumsum(rng.normal(0.0, 0.6, steps)) + heading
+        step = size * rng.uniform(0.04, 0.08)
+        start = rng.uniform(0, size, 2)
+        pts = start + np.concatenate([[[0.0, 0.0]], np.cumsum(np.stack([np.cos(turns), np.sin(turns)], 1) * step, 0)])
+        line = [(float(px), float(py)) for px, py in pts]
+        draw.line(line, fill=int(rng.integers(110, 200)), width=1)
+        cdraw.line(line, fill=k + 1, width=1)
+    cov = np.asarray(canvas, dtype=np.float32) / 255.0
+    return cov, colours[np.asarray(colour_idx)]
 
 
 def _object_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
-    """A random colour whose distance to the background pixels ``under`` ``[K, 3]`` is mostly >= the minimum.
-
-    "Mostly": the 10th percentile of the per-pixel distances, so a stripe or checker background is handled by both
-    of its colours. Falls back to the candidate that scored best.
-    """
-    best, best_score = np.zeros(3, np.float32), -1.0
-    for _ in range(48):
-        colour = rng.uniform(0, 1, 3).astype(np.float32)
-        score = float(np.percentile(np.linalg.norm(under - colour, axis=-1), 10))
-        if score >= _MIN_COLOUR_DISTANCE:
-            return colour
-        if score > best_score:
-            best, best_score = colour, score
-    return best
-
-
-def _occluder(rng: np.random.Generator, size: int, cx: float, cy: float, radius: float) -> np.ndarray:
-    """Coverage ``[size, size]`` of a bar across the object: long and thin (aspect >= 3), so never a class shape."""
-    ss = _SUPERSAMPLE
-    canvas = Image.new("L", (size * ss, size * ss), 0)
-    a = rng.uniform(0, math.pi)
-    half_w = radius * rng.uniform(0.12, 0.25) * ss
-    half_l = radius * rng.uniform(1.6, 3.0) * ss
-    off = rng.uniform(0.25, 0.9) * radius * ss  # the bar's axis passes off the object's centre
-    px, py = cx * ss - off * math.sin(a), cy * ss + off * math.cos(a)
-    d, n = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
-    corners = [
-        np.array([px, py]) + sl * half_l * d + sw * half_w * n for sl, sw in ((1, 1), (1, -1), (-1, -1), (-1, 1))
-    ]
-    ImageDraw.Draw(canvas).polygon([(float(c[0]), float(c[1])) for c in corners], fill=255)
-    hi = np.asarray(canvas, dtype=np.float32) / 255.0
-    return np.asarray(hi.reshape(size, ss, size, ss).mean(axis=(1, 3)), dtype=np.float32)
-
-
-def _photometric(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    """Colour jitter (per-channel gain, offset, gamma), maybe a Gaussian blur, then pixel noise."""
-    img = np.clip(img * rng.uniform(0.85, 1.15, 3) + rng.uniform(-0.06, 0.06), 0, 1)
-    if rng.uniform() < 0.5:
-        img = img ** rng.uniform(0.75, 1.35)
-    if rng.uniform() < 0.3:
-        sigma = float(rng.uniform(0.4, _MAX_BLUR_SIGMA))
-        img = ndimage.gaussian_filter(img, sigma=(sigma, sigma, 0), truncate=_BLUR_TRUNCATE / sigma, mode="nearest")
-    noise = rng.normal(0.0, rng.uniform(0.0, _MAX_NOISE_SIGMA), img.shape)
-    return np.asarray(np.clip(img + noise, 0.0, 1.0), dtype=np.float32)
+    """A random colour at least ``_MIN_COLOUR_DISTANCE`` from ``under`` (the mean background colour below it)."""
+    for _ in range(64):
+        colour = rng.uniform(0, 1, 3)
+        if np.linalg.norm(colour - under) >= _MIN_COLOUR_DISTANCE:
+            return colour.astype(np.float32)
+    # the farthest corner of the RGB cube is always >= sqrt(3)/2 away
+    return np.where(under < 0.5, 1.0, 0.0).astype(np.float32)
 
 
 def _render_parts(seed: int, size: int, draw_object: bool = True) -> tuple[np.ndarray, int, np.ndarray]:
-    """Render ``seed``: float image in [0, 1] ``[H, W, 3]``, label and mask. ``draw_object=False`` is for tests.
-
-    The mask is the object's *visible ink*: the stroke of an outlined shape, the body of a filled or textured one,
-    minus what an occluder hides (kept to at most :data:`_MAX_OCCLUDED` of it).
-    """
+    """Render ``seed``: float image in [0, 1] ``[H, W, 3]``, label and mask. ``draw_object=False`` is for tests."""
     rng = np.random.default_rng(seed)
     label = int(rng.integers(len(SHAPE_CLASSES)))
     kind = SHAPE_CLASSES[label]
-    img, _ = _textures.background(rng, size)
-    if rng.uniform() < 0.5:
-        cov_s, col_s = _textures.scribbles(rng, size)
-        img = img * (1 - cov_s[..., None]) + col_s * cov_s[..., None]
+    img = _background(rng, size)
+    cov_s, col_s = _scribbles(rng, size)
+    img = img * (1 - cov_s[..., None]) + col_s * cov_s[..., None]
     diameter = size * rng.uniform(_MIN_OBJECT_FRACTION, _MAX_OBJECT_FRACTION)
     radius = diameter / 2
-    style = STYLES[int(rng.choice(len(STYLES), p=_STYLE_WEIGHTS))]
-    stroke = max(_MIN_STROKE, radius * rng.uniform(0.1, 0.2)) if style == "outlined" else 0.0
-    margin = radius + stroke / 2 + 0.5
-    cx, cy = rng.uniform(margin, size - margin, 2)
+    cx, cy = rng.uniform(radius + 0.5, size - radius - 0.5, 2)
     angle = rng.uniform(0, 2 * math.pi)
-    cov = _object_coverage(kind, size, float(cx), float(cy), float(radius), float(angle), stroke)
+    cov = _object_coverage(kind, size, float(cx), float(cy), float(radius), float(angle))
     mask = cov >= 0.5
-    colour = _object_colour(rng, img[mask])
-    if style == "textured":
-        fill = _textures.pattern(rng, size, colour, _object_colour(rng, img[mask]))
-    else:
-        fill = np.clip(colour * (1.0 + _textures.smooth_noise(rng, size, 2, 1) * 0.08), 0, 1)
+    colour = _object_colour(rng, img[mask].mean(axis=0))
+    shade = 1.0 + _smooth_noise(rng, size, 2, 1) * 0.08  # gentle shading so the object is not perfectly flat
+    noise = rng.normal(0.0, _NOISE_SIGMA, img.shape).astype(np.float32)
     if draw_object:
-        img = img * (1 - cov[..., None]) + fill * cov[..., None]
-    if rng.uniform() < _OCCLUDER_PROBABILITY:
-        occ = _occluder(rng, size, float(cx), float(cy), float(radius))
-        visible = mask & (occ < 0.5)
-        if visible.sum() >= (1 - _MAX_OCCLUDED) * mask.sum():
-            img = img * (1 - occ[..., None]) + rng.uniform(0, 1, 3).astype(np.float32) * occ[..., None]
-            mask = visible
-    return _photometric(rng, img), label, mask
+        img = img * (1 - cov[..., None]) + np.clip(colour * shade, 0, 1) * cov[..., None]
+    img = np.clip(img + noise, 0.0, 1.0)
+    return img, label, mask
 
 
 def _box_of(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -172,8 +172,8 @@ def test_batched_regions_equal_one_region_at_a_time(vae: TinyVAE, strategy: str,
     for i, result in enumerate(together):
         assert result.targets == tuple(range(len(REGIONS[i])))
         assert (
-            len(result.maps) == len(REGIONS[i]) * 4 + 2 * 3
-        )  # 1 + 1 + 2 layers per region; 2 latents + total per layer
+            len(result.maps) == len(REGIONS[i]) * 6 + 2 * 3
+        )  # 1 + 1 + 2 x 2 layers per region; 2 latents + total per layer
         for j, region in enumerate(REGIONS[i]):
             [alone] = VAEExplainer(vae, input_size=(8, 8), layers=("encoder.1", "encoder"), strategy="loop").explain(
                 x[i : i + 1], methods=AREA_METHODS, regions=[[region]]

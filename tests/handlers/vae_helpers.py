@@ -21,7 +21,7 @@ WEIGHTS = "shapes-vae.pt"
 LATENT_CHANNELS = 6
 WIDTHS = (8, 12, 16)
 MAX_RESPONSE = 1_000_000
-ALL_METHODS = ("area_saliency", "area_guided", "area_gradcam", "latent_gradcam")
+ALL_METHODS = ("area_saliency", "area_guided", "area_gradcam", "area_layercam", "latent_gradcam")
 
 
 def write_model_dir(folder: Path) -> Path:

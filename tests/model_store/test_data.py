@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from model_store import _textures, data
+from model_store import data
 from model_store.data import _render_parts
 
 
@@ -86,46 +86,8 @@ def test_boxes_match_the_drawn_mask_and_the_object_is_visible() -> None:
         assert label == label2 and np.array_equal(mask, mask2)
         diff = np.linalg.norm(with_obj - without, axis=-1)
         assert diff[mask].mean() > 0.25  # clearly distinct colour from the background under it
-        # outside the mask only the anti-aliased fringe (coverage < 0.5; up to ~2 px at the sharp tips of a star),
-        # spread by the blur kernel (radius _BLUR_TRUNCATE px) when the image is blurred
-        assert diff[ndimage.distance_transform_edt(~mask) > 2 + data._BLUR_TRUNCATE].max() == 0.0
-
-
-def test_every_background_family_and_style_occurs() -> None:
-    rng = np.random.default_rng(0)
-    families = {_textures.background(rng, 32)[1] for _ in range(200)}
-    assert families == set(_textures.BACKGROUNDS)
-    # the three styles draw visibly different amounts of ink for the same shape: outline < filled = textured
-    filled = data._object_coverage("square", 64, 32.0, 32.0, 14.0, 0.3)
-    outline = data._object_coverage("square", 64, 32.0, 32.0, 14.0, 0.3, stroke=2.0)
-    assert 0.1 * filled.sum() < outline.sum() < 0.4 * filled.sum()
-    assert (outline[30:34, 30:34] == 0).all() and (filled[30:34, 30:34] == 1).all()  # an outline is hollow
-    ring = data._object_coverage("ring", 64, 32.0, 32.0, 14.0, 0.0, stroke=2.0)
-    circle = data._object_coverage("circle", 64, 32.0, 32.0, 14.0, 0.0, stroke=2.0)
-    assert ring.sum() > 1.4 * circle.sum()  # an outlined ring has both of its circles
-
-
-def test_variety_of_the_training_images() -> None:
-    batch = data.make_batch("train", 0, 200)
-    widths = batch.boxes[:, 2] - batch.boxes[:, 0]
-    centres = (batch.boxes[:, :2] + batch.boxes[:, 2:]) / 2
-    assert widths.min() < 20 and widths.max() > 32  # scale varies
-    assert (np.abs(centres - 32).max(axis=1) > 16).mean() > 0.2  # often off-centre
-    ink = batch.masks.sum(axis=(1, 2)) / (widths * (batch.boxes[:, 3] - batch.boxes[:, 1]))
-    assert (ink < 0.35).mean() > 0.1  # outlined shapes fill little of their box
-
-
-def test_an_occluder_hides_at_most_a_quarter_of_the_object() -> None:
-    hidden = []
-    for seed in range(60):
-        cov = data._object_coverage("circle", 64, 32.0, 32.0, 12.0, 0.0) >= 0.5
-        occ = data._occluder(np.random.default_rng(seed), 64, 32.0, 32.0, 12.0) >= 0.5
-        hidden.append((cov & occ).sum() / cov.sum())
-    assert max(hidden) > 0.05  # the bars do cross the object ...
-    # ... and rendering drops an occluder that would hide more than a quarter of the object's mask
-    for seed in range(200):
-        _, _, mask = _render_parts(seed, 64)
-        assert mask.sum() >= 20
+        # outside the mask only the anti-aliased fringe (coverage < 0.5; up to ~2 px at the sharp tips of a star)
+        assert diff[ndimage.distance_transform_edt(~mask) > 3].max() == 0.0
 
 
 def test_all_classes_occur_roughly_uniformly() -> None:

@@ -23,7 +23,7 @@ from handlers.engine._vae.area_layercam import AreaLayerCam
 from handlers.engine._vae.area_saliency import AreaSaliency
 from handlers.engine._vae.latent_gradcam import LatentGradCam
 
-for _method in (AreaSaliency, AreaGuided, AreaGradCam, LatentGradCam, AreaLayerCam):
+for _method in (AreaSaliency, AreaGuided, AreaGradCam, AreaLayerCam, LatentGradCam):
     register_vae_method(_method)
 
 __all__ = [
