@@ -24,6 +24,12 @@ manifest's metrics or by the tests) it prints:
   with (a) all weights re-initialised and (b) only the last stage and the head re-initialised, compared by Spearman
   rank correlation per image (see :func:`sanity_check` for how all-zero maps are handled).
 
+The same accuracy, localisation table and pointing figures are printed for a second, **style-shifted** set
+(``model_store.shifted``: other backgrounds, palettes, shape styles, placement and degradations, drawn by code of its
+own that training never imports), with the Grad-CAM pointing game also over the correctly classified images only.
+For the VAE, every region method (``area_saliency``, ``area_guided``, ``area_gradcam``, ``area_layercam``) is scored
+at the default layer against its own and against mismatched regions (:func:`vae_area_methods`).
+
 It writes a PNG contact sheet: per example the image with its box, each method's overlay (inferno colormap,
 bilinear upsampling, box and argmax marked) and the VAE reconstruction.
 """
@@ -31,18 +37,16 @@ bilinear upsampling, box and argmax marked) and the VAE reconstruction.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from handlers.engine import (
@@ -54,12 +58,14 @@ from handlers.engine import (
     get_method,
     reduce_gradient,
 )
-from model_store import anomaly, completeness, data, zoo
-from model_store.locality import LocalityReport, area_locality
+from model_store import anomaly, completeness, data, shifted, zoo
+from model_store.locality import LocalityReport, area_locality, area_methods
 from model_store.models import ShapesVAE
+from model_store.sanity import SanityResult, randomised, rank_agreement, sanity_check
 
 __all__ = [
     "EVAL_START",
+    "SHIFTED_IMAGES",
     "VAE_LOCALITY_IMAGES",
     "LocalisationScore",
     "SanityResult",
@@ -72,7 +78,9 @@ __all__ = [
     "randomised",
     "rank_agreement",
     "sanity_check",
+    "shifted_report",
     "vae_area_locality",
+    "vae_area_methods",
 ]
 
 EVAL_START = 1_000_000
@@ -180,100 +188,6 @@ def localisation(
     return scores
 
 
-# -------------------------------------------------------------------------------------------------- sanity check
-
-
-def randomised(model: nn.Module, scope: str, seed: int = 0) -> nn.Module:
-    """A copy of the shapes classifier with weights re-initialised.
-
-    Args:
-        model: The trained classifier (not changed).
-        scope: ``"full"`` re-initialises every layer; ``"last_stage"`` only ``layer3`` and ``fc`` (the cascading
-            randomisation's first steps, from the top).
-        seed: Seed of the new weights.
-    """
-    if scope not in ("full", "last_stage"):
-        raise ValueError(f"scope must be 'full' or 'last_stage', got {scope!r}")
-    out = copy.deepcopy(model)
-    torch.manual_seed(seed)
-    roots = [out] if scope == "full" else [out.get_submodule("layer3"), out.get_submodule("fc")]
-    for root in roots:
-        for module in root.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.reset_running_stats()
-    return out.eval()
-
-
-@dataclass(frozen=True)
-class SanityResult:
-    """Spearman rank correlations between Grad-CAM maps of the trained and a randomised model, per image.
-
-    Attributes:
-        scope: ``"full"`` or ``"last_stage"``.
-        mean_rho: Mean over all images, an image whose randomised (or trained) map is constant scoring 0 (no rank
-            agreement can be shown with a map that ranks nothing).
-        mean_rho_nonconstant: Mean over the images where both maps vary (``nan`` if none).
-        constant_maps: How many images had a constant (typically all-zero after the ReLU) map in either model.
-        count: Number of images.
-    """
-
-    scope: str
-    mean_rho: float
-    mean_rho_nonconstant: float
-    constant_maps: int
-    count: int
-    rhos: tuple[float, ...] = field(repr=False, default=())
-
-
-def _gradcam_maps(model: nn.Module, x: Tensor, labels: list[int], layer: str) -> list[Tensor]:
-    ex = Explainer(model, layers=layer, input_size=(x.shape[-2], x.shape[-1]))
-    return [e.map("gradcam", layer) for e in ex.explain(x, methods=("gradcam",), targets=labels)]
-
-
-def sanity_check(
-    model: nn.Module, batch: data.Batch, layer: str = "layer3", scopes: Sequence[str] = ("full", "last_stage")
-) -> list[SanityResult]:
-    """Adebayo et al. (2018) model-randomisation test for Grad-CAM on ``layer``, ground-truth class as target.
-
-    Maps are compared at native resolution (upsampling does not change ranks' agreement materially and would add
-    interpolation ties). Grad-CAM ends in a ReLU, so a random model often yields an all-zero map whose Spearman
-    correlation is undefined: such images are counted (``constant_maps``) and scored 0 in ``mean_rho``; the mean over
-    the remaining images is reported separately, and both must be low for the check to pass.
-    """
-    x = data.to_tensor(batch.images)
-    labels = [int(v) for v in batch.labels]
-    trained = _gradcam_maps(model, x, labels, layer)
-    return [
-        rank_agreement(scope, trained, _gradcam_maps(randomised(model, scope), x, labels, layer)) for scope in scopes
-    ]
-
-
-def rank_agreement(scope: str, maps_a: Sequence[Tensor], maps_b: Sequence[Tensor]) -> SanityResult:
-    """Per-pair Spearman rank correlation of two lists of maps; constant maps are counted and scored 0."""
-    rhos: list[float] = []
-    nonconstant: list[float] = []
-    constant = 0
-    for a, b in zip(maps_a, maps_b, strict=True):
-        if float(a.max() - a.min()) == 0 or float(b.max() - b.min()) == 0:
-            constant += 1
-            rhos.append(0.0)
-            continue
-        rho = float(spearmanr(a.flatten().cpu().numpy(), b.flatten().cpu().numpy()).statistic)
-        rhos.append(rho)
-        nonconstant.append(rho)
-    return SanityResult(
-        scope=scope,
-        mean_rho=float(np.mean(rhos)) if rhos else math.nan,
-        mean_rho_nonconstant=float(np.mean(nonconstant)) if nonconstant else math.nan,
-        constant_maps=constant,
-        count=len(rhos),
-        rhos=tuple(rhos),
-    )
-
-
 # ------------------------------------------------------------------------------------------------------------- VAE
 
 
@@ -297,6 +211,11 @@ def vae_area_locality(vae: nn.Module, images: Tensor) -> LocalityReport:
     :func:`~model_store.locality.area_locality` with its defaults (4 random 8x8 boxes per image, box seed 0, growths
     0/4/8/16 px). ``tests/engine/test_vae_shapes.py`` asserts the issue's bars on this same call."""
     return area_locality(VAEExplainer(vae), images[:VAE_LOCALITY_IMAGES])
+
+
+def vae_area_methods(vae: nn.Module, images: Tensor) -> dict[str, LocalityReport]:
+    """The same protocol for every region method at the default layer (:func:`~model_store.locality.area_methods`)."""
+    return area_methods(VAEExplainer(vae), images[:VAE_LOCALITY_IMAGES])
 
 
 # ---------------------------------------------------------------------------------------------------- contact sheet
@@ -374,17 +293,59 @@ def _print_table(scores: dict[tuple[str, str], LocalisationScore], auto_layer: s
     print(f"{'chance':<{w + 16}}{chance:>9.3f}{chance:>9.3f}   (mean box area / image area)")
 
 
+#: Images of the style-shifted set scored by default (indices 0 ..).
+SHIFTED_IMAGES = 500
+
+
+@dataclass(frozen=True)
+class ShiftedReport:
+    """The classifier on the style-shifted set: accuracy, localisation, and Grad-CAM pointing on correct images."""
+
+    accuracy: float
+    scores: dict[tuple[str, str], LocalisationScore]
+    gradcam_pointing_correct: float
+    correct: int
+    chance: float
+
+
+def _chance(boxes: np.ndarray, size: int) -> float:
+    return float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))) / (size * size)
+
+
+def shifted_report(explainer: Explainer, model: nn.Module, count: int = SHIFTED_IMAGES) -> ShiftedReport:
+    """Score ``model`` on the first ``count`` style-shifted images, as the held-out set is scored."""
+    batch = shifted.make_shifted_batch(0, count)
+    with torch.no_grad():
+        right = (model(data.to_tensor(batch.images)).argmax(1) == torch.from_numpy(batch.labels)).numpy()
+    auto = explainer.default_layers[0]
+    layers = tuple(dict.fromkeys((*SWEEP_LAYERS, auto)))
+    # every method but SmoothGrad of Integrated Gradients (1000 passes per image; scored on the held-out set only)
+    methods = tuple(m for m in explainer.methods if m != "smoothgrad_integrated_gradients")
+    scores = localisation(explainer, batch, methods, layers)
+    keep = np.flatnonzero(right)
+    correct = data.Batch(*(a[keep] for a in (batch.images, batch.labels, batch.boxes, batch.masks, batch.seeds)))
+    on_correct = localisation(explainer, correct, ("gradcam",), (auto,))[("gradcam", auto)] if len(keep) else None
+    return ShiftedReport(
+        accuracy=float(right.mean()),
+        scores=scores,
+        gradcam_pointing_correct=on_correct.pointing if on_correct else math.nan,
+        correct=len(keep),
+        chance=_chance(batch.boxes, data.DEFAULT_SIZE),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=500, help="held-out images for the localisation metrics")
     parser.add_argument("--sanity", type=int, default=100, help="images for the randomisation sanity check")
+    parser.add_argument("--shifted", type=int, default=SHIFTED_IMAGES, help="style-shifted images (0: skip the set)")
     parser.add_argument("--examples", type=int, default=6, help="rows of the contact sheet")
     parser.add_argument("--sheet", type=Path, default=Path("out/localisation.png"), help="contact sheet PNG path")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core host)")
     args = parser.parse_args(argv)
-    if args.images < 1 or args.sanity < 1 or args.examples < 1:
-        parser.error("--images, --sanity and --examples must be positive")
+    if args.images < 1 or args.sanity < 1 or args.examples < 1 or args.shifted < 0:
+        parser.error("--images, --sanity and --examples must be positive, --shifted not negative")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     batch = data.make_batch("test", EVAL_START, args.images)
@@ -398,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     mse, recon = evaluate_vae(vae, x)  # type: ignore[arg-type]
     print(f"shapes-vae reconstruction MSE: {mse:.5f}")
     print("\n".join(vae_area_locality(vae, x).lines()))
+    print("VAE region methods at the default layer, share within +8 px (own region / mismatched region):")
+    for name, rep in vae_area_methods(vae, x).items():
+        own, other = rep.share(8), rep.mismatched_mass[rep.growths.index(8)]
+        print(f"  {name:<14}{rep.layer or 'input':<10}{own:.3f} / {other:.3f} ({own / max(other, 1e-12):.1f}x)")
     print("\n".join(anomaly.anomaly_report(vae).lines()))  # pixel AUROC of the anomaly maps on defect images
 
     explainer = Explainer(model, labels=data.SHAPE_CLASSES, input_size=(data.DEFAULT_SIZE, data.DEFAULT_SIZE))
@@ -408,8 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "smoothgrad_integrated_gradients" in explainer.methods:
         smooth_ig = localisation(explainer, batch, ("smoothgrad_integrated_gradients",), layers, options=SMOOTH_IG)
         scores.update(smooth_ig)
-    b = batch.boxes
-    chance = float(np.mean((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))) / (x.shape[-1] * x.shape[-2])
+    chance = _chance(batch.boxes, data.DEFAULT_SIZE)
     _print_table(scores, auto, chance)
     skipped = [m for m in available_methods() if m not in explainer.methods]
     print(f"not applicable to shapes-classifier (scored nowhere): {', '.join(skipped) or 'none'}")
@@ -422,6 +386,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = completeness.completeness("shapes-classifier", explainer, x[:shown_ig], labels, names)
     print("\n".join(report.lines(each=False)))
     print("\n".join(completeness.photographs_report().lines(each=True)))
+    if args.shifted:
+        sh = shifted_report(explainer, model, args.shifted)
+        print(f"\nstyle-shifted set (model_store.shifted, indices 0..{args.shifted - 1}): accuracy {sh.accuracy:.4f}")
+        _print_table(sh.scores, auto, sh.chance)
+        sgc = sh.scores[("gradcam", auto)]
+        print(
+            f"Grad-CAM pointing game on {auto!r}, style-shifted: {sgc.pointing:.3f} on {sgc.count} images, "
+            f"{sh.gradcam_pointing_correct:.3f} on the {sh.correct} correctly classified"
+        )
 
     print("\nsanity check (Adebayo et al. 2018), Grad-CAM on", repr(auto), "vs randomised weights:")
     sanity_batch = data.make_batch("test", EVAL_START, min(args.sanity, args.images))

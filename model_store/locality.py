@@ -6,7 +6,8 @@ place that measures it: training's acceptance check (``model_store.train``), the
 the manifest's and the README's numbers come from this code. It is evaluation code on top of the engine, not part of
 the engine's API.
 
-Definitions, for an input-gradient map ``g`` ``[C, H, W]`` of box region ``R``:
+Definitions, for an area map ``g`` of box region ``R`` (an input gradient ``[C, H, W]``, or a layer map ``[h, w]``
+upsampled bilinearly to the reconstruction's size):
 
 * mass ``m = sum_c |g_c|`` ``[H, W]``;
 * mass share at growth ``d``: ``sum(m inside R grown by d px on every side, clipped to the image) / sum(m)``;
@@ -14,21 +15,26 @@ Definitions, for an input-gradient map ``g`` ``[C, H, W]`` of box region ``R``:
   ``(j + 0.5, i + 0.5)``) to the centre of ``R``.
 
 A map with no mass at all (all zeros) scores share 0 and distance = the image diagonal, and is counted.
-The uniform reference is what a map spread evenly over the image would score on the same boxes.
+Two references: the *uniform* one is what a map spread evenly over the image would score on the same boxes; the
+*mismatched* one scores each map against the box of the next region in the list (another random box) — a map that
+does not depend on its region scores the same on both.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-from handlers.engine import Box, InvalidArgumentError, VAEExplainer
+from handlers.engine import Box, InvalidArgumentError, VAEExplainer, get_vae_method
 
-__all__ = ["LocalityReport", "area_locality", "random_boxes", "region_locality"]
+__all__ = ["AREA_METHODS", "LocalityReport", "area_locality", "area_methods", "random_boxes", "region_locality"]
+
+AREA_METHODS: tuple[str, ...] = ("area_saliency", "area_guided", "area_gradcam", "area_layercam")
+"""The region methods :func:`area_methods` compares."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,9 @@ class LocalityReport:
         empty_maps: Number of maps with no mass at all.
         per_region_mass: ``[N, len(growths)]`` float64.
         per_region_distance: ``[N]`` float64.
+        method: The area method whose maps were scored (``layer`` its layer, ``""`` for an input-gradient method).
+        mismatched_mass: Mean share at each ``d`` of the same maps scored against mismatched boxes (see the module
+            doc); empty when not measured.
     """
 
     growths: tuple[int, ...]
@@ -56,6 +65,9 @@ class LocalityReport:
     empty_maps: int
     per_region_mass: Tensor
     per_region_distance: Tensor
+    method: str = "area_saliency"
+    layer: str = ""
+    mismatched_mass: tuple[float, ...] = ()
 
     def share(self, growth: int) -> float:
         """Mean mass share at ``growth`` px.
@@ -80,8 +92,11 @@ class LocalityReport:
             f"+{d} px: {m:.3f} (uniform {u:.3f})"
             for d, m, u in zip(self.growths, self.mass, self.uniform_mass, strict=True)
         )
+        name = f"{self.method} on {self.layer!r}" if self.layer else f"{self.method} |grad|"
+        mismatched = ", ".join(f"+{d} px: {m:.3f}" for d, m in zip(self.growths, self.mismatched_mass, strict=False))
         return [
-            f"area_saliency |grad| mass within the region grown by d, over {self.regions} regions: {shares}",
+            f"{name} mass within the region grown by d, over {self.regions} regions: {shares}",
+            *([f"  the same maps against mismatched regions: {mismatched}"] if mismatched else []),
             f"centre of mass to region centre: {self.distance:.2f} px (uniform {self.uniform_distance:.2f} px)"
             + (f"; {self.empty_maps} maps had no mass" if self.empty_maps else ""),
         ]
@@ -156,8 +171,13 @@ def area_locality(
     growths: Sequence[int] = (0, 4, 8, 16),
     seed: int = 0,
     chunk: int = 8,
+    method: str = "area_saliency",
+    layer: str | None = None,
 ) -> LocalityReport:
-    """Place random ``box_size`` boxes on each image, explain them with ``area_saliency`` and score the maps.
+    """Place random ``box_size`` boxes on each image, explain them with ``method`` and score the maps.
+
+    Layer maps (``area_gradcam``, ``area_layercam``) are upsampled bilinearly to the reconstruction first. The report
+    includes the mismatched-region reference (each map against the next region's box).
 
     Args:
         explainer: The VAE explainer.
@@ -167,18 +187,43 @@ def area_locality(
         growths: Growths at which to report the mass share.
         seed: Seed of the box positions (a local ``torch.Generator``; the global RNG is not touched).
         chunk: Images per explain call.
+        method: A region method (``rows == "regions"``) of :func:`~handlers.engine.vae_methods`.
+        layer: Its layer, for a layer method; ``None`` = the explainer's default layer.
 
     Raises:
-        InvalidArgumentError: Bad arguments (see :func:`random_boxes` and :meth:`VAEExplainer.explain`).
+        InvalidArgumentError: Bad arguments (see :func:`random_boxes` and :meth:`VAEExplainer.explain`), or a method
+            whose maps do not follow the regions (``latent_gradcam``).
     """
     if regions_per_image < 1 or chunk < 1:
         raise InvalidArgumentError("regions_per_image and chunk must be >= 1")
+    spec = get_vae_method(method)
+    if spec.rows != "regions":
+        raise InvalidArgumentError(f"{method!r} does not explain regions", field="method")
+    on_layer = spec.scope == "layer"
+    if on_layer and layer is None:
+        layer = explainer.default_layers[0]
     size = explainer.output_size((int(images.shape[2]), int(images.shape[3])))
     generator = torch.Generator().manual_seed(seed)
     boxes = [random_boxes(regions_per_image, box_size, size, generator) for _ in range(int(images.shape[0]))]
+    layers = (layer,) if on_layer and layer is not None else None
     maps: list[Tensor] = []
     for start in range(0, int(images.shape[0]), chunk):
         part = boxes[start : start + chunk]
-        results = explainer.explain(images[start : start + chunk], methods=("area_saliency",), regions=part)
-        maps.extend(r.map("area_saliency", "", j).cpu() for r in results for j in range(regions_per_image))
-    return region_locality(torch.stack(maps), [b for per in boxes for b in per], growths)
+        results = explainer.explain(images[start : start + chunk], methods=(method,), regions=part, layers=layers)
+        maps.extend(
+            r.upsampled(method, layer if on_layer else "", j, size=size, mode="bilinear").cpu()
+            for r in results
+            for j in range(regions_per_image)
+        )
+    flat = [b for per in boxes for b in per]
+    report = region_locality(torch.stack(maps), flat, growths)
+    mismatched = region_locality(torch.stack(maps), flat[1:] + flat[:1], growths)
+    return replace(report, method=method, layer=layer if on_layer and layer else "", mismatched_mass=mismatched.mass)
+
+
+def area_methods(
+    explainer: VAEExplainer, images: Tensor, methods: Sequence[str] = AREA_METHODS, layer: str | None = None
+) -> dict[str, LocalityReport]:
+    """:func:`area_locality` with its defaults for each of ``methods`` (layer methods on ``layer``, default the
+    explainer's default layer): the same boxes for every method, each report with its mismatched-region reference."""
+    return {m: area_locality(explainer, images, method=m, layer=layer) for m in methods}

@@ -30,8 +30,9 @@ __all__ = ["VAEHandler"]
 
 _log = logging.getLogger(__name__)
 
-#: Methods used when the model config lists no defaults (those of them the model supports).
-FALLBACK_DEFAULT_METHODS: Final = ("area_saliency", "area_gradcam")
+#: Methods used when the model config lists no defaults (those of them the model supports). Not ``area_gradcam``: its
+#: gradients averaged over the whole grid do not localise a region (measured in ``handlers/engine/_vae/README.md``).
+FALLBACK_DEFAULT_METHODS: Final = ("area_saliency", "area_layercam")
 
 
 class VAEHandler(ExplainHandler[VAEExplainer]):

@@ -171,8 +171,9 @@ def test_batched_regions_equal_one_region_at_a_time(vae: TinyVAE, strategy: str,
     together = ex.explain(x, methods=ALL_METHODS, regions=REGIONS, latents=[0, 1])
     for i, result in enumerate(together):
         assert result.targets == tuple(range(len(REGIONS[i])))
-        # 1 + 1 + 2 layers per region; 2 latents + total per layer; one reconstruction error, one latent map per layer
-        assert len(result.maps) == len(REGIONS[i]) * 4 + 2 * 3 + 1 + 2
+        # 1 + 1 + 2 x 2 layers per region; 2 latents + total per layer; one reconstruction error, one latent map per
+        # layer
+        assert len(result.maps) == len(REGIONS[i]) * 6 + 2 * 3 + 1 + 2
         for j, region in enumerate(REGIONS[i]):
             [alone] = VAEExplainer(vae, input_size=(8, 8), layers=("encoder.1", "encoder"), strategy="loop").explain(
                 x[i : i + 1], methods=AREA_METHODS, regions=[[region]]

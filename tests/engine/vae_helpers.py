@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-AREA_METHODS = ("area_saliency", "area_guided", "area_gradcam")
+AREA_METHODS = ("area_saliency", "area_guided", "area_gradcam", "area_layercam")
 #: (strategy, max_rows): every way of batching region backward passes; with 3 images, max_rows=8 groups 2 regions
 #: per vmapped call (a full group and a remainder), None puts all in one.
 CONFIGS = [("replicate", None), ("batched", None), ("batched", 8), ("loop", None)]

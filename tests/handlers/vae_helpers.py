@@ -25,6 +25,7 @@ ALL_METHODS = (
     "area_saliency",
     "area_guided",
     "area_gradcam",
+    "area_layercam",
     "latent_gradcam",
     "anomaly_recon_error",
     "anomaly_latent",

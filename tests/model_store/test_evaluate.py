@@ -9,16 +9,8 @@ import torch
 
 from handlers.engine import Explanation, MapKey
 from model_store import data, zoo
-from model_store.evaluate import (
-    EVAL_START,
-    _gradcam_maps,
-    energy_in_box,
-    heatmap,
-    pointing_hit,
-    randomised,
-    rank_agreement,
-    sanity_check,
-)
+from model_store.evaluate import EVAL_START, energy_in_box, heatmap, pointing_hit
+from model_store.sanity import _gradcam_maps, randomised, rank_agreement, sanity_check
 
 
 def _explanation(m: torch.Tensor, size: tuple[int, int]) -> Explanation:

@@ -51,4 +51,3 @@ def test_vae_training_is_deterministic(tiny_train: data.Batch) -> None:
     growths = ("mass_within_0px", "mass_within_4px", "mass_within_8px", "mass_within_16px")
     assert set(locality) == {*growths, "com_distance_px", "regions"} and locality["regions"] == cfg.test_size
     assert all(0.0 <= locality[k] <= 1.0 for k in growths)
-

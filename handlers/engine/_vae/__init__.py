@@ -21,10 +21,11 @@ from handlers.engine._vae._result import VAEExplanation
 from handlers.engine._vae.anomaly import AnomalyLatent, AnomalyReconError
 from handlers.engine._vae.area_gradcam import AreaGradCam
 from handlers.engine._vae.area_guided import AreaGuided
+from handlers.engine._vae.area_layercam import AreaLayerCam
 from handlers.engine._vae.area_saliency import AreaSaliency
 from handlers.engine._vae.latent_gradcam import LatentGradCam
 
-for _method in (AreaSaliency, AreaGuided, AreaGradCam, LatentGradCam, AnomalyReconError, AnomalyLatent):
+for _method in (AreaSaliency, AreaGuided, AreaGradCam, AreaLayerCam, LatentGradCam, AnomalyReconError, AnomalyLatent):
     register_vae_method(_method)
 
 __all__ = [
