@@ -11,14 +11,13 @@ from typing import Any, TypeVar, Unpack, overload
 
 import grpc
 import grpc.aio
-import numpy as np
 
 from camserve._base import ClientBase, PreparedBatch, check_model
 from camserve._filters import Filters, decode_filters, filters_request
 from camserve._images import ImageLike
 from camserve._options import ExplainCall, ExplainManyArgs, ExplainOneArgs, explain_call, explain_many_call
 from camserve._results import ExplainResult, ModelEntry, ModelInfo
-from camserve._visualize import Visualization, decode_visualize, visualize_request
+from camserve._visualize import Visualization, VisualizeArgs, decode_visualize, visualize_request
 from camserve.errors import CamserveError
 
 T = TypeVar("T")
@@ -132,41 +131,14 @@ class AsyncClient(ClientBase):
         self,
         model: str,
         *,
-        target: int | str | None = None,
-        layer: str | None = None,
-        channel: int | None = None,
-        steps: int | None = None,
-        lr: float | None = None,
-        l2: float | None = None,
-        jitter: int | None = None,
-        blur_every: int | None = None,
-        blur_sigma: float | None = None,
-        seed: int = 0,
-        deadline_ms: int | None = None,
-        init: np.ndarray | None = None,
         version: str = "",
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        **options: Unpack[VisualizeArgs],
     ) -> Visualization:
         """See :meth:`camserve.Client.visualize`."""
         check_model(model)
-        request = visualize_request(
-            model,
-            version,
-            target=target,
-            layer=layer,
-            channel=channel,
-            steps=steps,
-            lr=lr,
-            l2=l2,
-            jitter=jitter,
-            blur_every=blur_every,
-            blur_sigma=blur_sigma,
-            seed=seed,
-            deadline_ms=deadline_ms,
-            init=init,
-            request_id=uuid.uuid4().hex,
-        )
+        request = visualize_request(model, version, uuid.uuid4().hex, options)
         response, _ = await self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
         return decode_visualize(response)
 

@@ -11,14 +11,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, Unpack, overload
 
 import grpc
-import numpy as np
 
 from camserve._base import ClientBase, PreparedBatch, check_model
 from camserve._filters import Filters, decode_filters, filters_request
 from camserve._images import ImageLike
 from camserve._options import ExplainCall, ExplainManyArgs, ExplainOneArgs, explain_call, explain_many_call
 from camserve._results import ExplainResult, ModelEntry, ModelInfo
-from camserve._visualize import Visualization, decode_visualize, visualize_request
+from camserve._visualize import Visualization, VisualizeArgs, decode_visualize, visualize_request
 from camserve.errors import CamserveError, InvalidArgument
 
 T = TypeVar("T")
@@ -173,51 +172,27 @@ class Client(ClientBase):
         self,
         model: str,
         *,
-        target: int | str | None = None,
-        layer: str | None = None,
-        channel: int | None = None,
-        steps: int | None = None,
-        lr: float | None = None,
-        l2: float | None = None,
-        jitter: int | None = None,
-        blur_every: int | None = None,
-        blur_sigma: float | None = None,
-        seed: int = 0,
-        deadline_ms: int | None = None,
-        init: np.ndarray | None = None,
         version: str = "",
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        **options: Unpack[VisualizeArgs],
     ) -> Visualization:
         """An input optimised by gradient ascent to excite a class (``target``) or a channel (``layer``, ``channel``).
 
         Regularised (L2 decay, jitter, a blur every few steps), monotone (the score never decreases), seeded, and
         bounded by the server's step and time limits; ``init`` (a previous ``.image``) continues a run, and
-        :meth:`visualize_rounds` chains rounds. Unset options take the server's defaults.
+        :meth:`visualize_rounds` chains rounds. The options (keywords): ``target``, ``layer``, ``channel``,
+        ``steps``, ``lr``, ``l2``, ``jitter``, ``blur_every``, ``blur_sigma``, ``seed`` (default 0), ``deadline_ms``,
+        ``init``; unset ones take the server's defaults.
 
         Raises:
+            TypeError: A keyword ``visualize`` does not take.
             InvalidArgument: A bad argument (named in ``field``).
             NotFound: No such model, class label or layer.
             ResourceExhausted: More steps or time than the server allows per request.
         """
         check_model(model)
-        request = visualize_request(
-            model,
-            version,
-            target=target,
-            layer=layer,
-            channel=channel,
-            steps=steps,
-            lr=lr,
-            l2=l2,
-            jitter=jitter,
-            blur_every=blur_every,
-            blur_sigma=blur_sigma,
-            seed=seed,
-            deadline_ms=deadline_ms,
-            init=init,
-            request_id=uuid.uuid4().hex,
-        )
+        request = visualize_request(model, version, uuid.uuid4().hex, options)
         response, _ = self._call(self._stub.Predictions, request, timeout=timeout, headers=headers)
         return decode_visualize(response)
 

@@ -82,7 +82,7 @@ class ExplainCall:
     batch_size: int = 1
 
 
-def _check_keys(where: str, given: Mapping[str, object], allowed: type) -> None:
+def check_keys(where: str, given: Mapping[str, object], allowed: type) -> None:
     """Rejects keywords the typed dict ``allowed`` does not declare, as Python does for a plain signature."""
     unknown = [key for key in given if key not in allowed.__annotations__]
     if unknown:
@@ -120,7 +120,7 @@ def explain_call(args: ExplainOneArgs) -> ExplainCall:
         TypeError: A keyword ``explain`` does not take.
         InvalidArgument: An option's value, naming it in ``field``.
     """
-    _check_keys("explain", args, ExplainOneArgs)
+    check_keys("explain", args, ExplainOneArgs)
     return dataclasses.replace(_shared(args), request_id=args.get("request_id"))
 
 
@@ -131,7 +131,7 @@ def explain_many_call(args: ExplainManyArgs) -> ExplainCall:
         TypeError: A keyword ``explain_many`` does not take.
         InvalidArgument: An option's value, naming it in ``field``.
     """
-    _check_keys("explain_many", args, ExplainManyArgs)
+    check_keys("explain_many", args, ExplainManyArgs)
     concurrency, batch_size = args.get("concurrency", 4), args.get("batch_size", 1)
     for name, value in (("concurrency", concurrency), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 from camserve_proto.camserve.v1 import explain_pb2
@@ -16,10 +17,11 @@ from camserve_proto.org.pytorch.serve.grpc.inference import inference_pb2
 
 from camserve._decode import decode_tensor, parse_reply
 from camserve._maps import frozen
+from camserve._options import check_keys
 from camserve._results import Prediction
 from camserve.errors import Internal, InvalidArgument
 
-__all__ = ["Visualization", "decode_visualize", "visualize_request"]
+__all__ = ["Visualization", "VisualizeArgs", "decode_visualize", "visualize_request"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,26 +59,40 @@ def _real(value: object, field: str) -> float:
     return float(value)
 
 
+class VisualizeArgs(TypedDict, total=False):
+    """The objective and optimiser options of ``visualize``, declared once for both clients (unset: the server's).
+
+    ``target`` (a class id or label) or ``layer`` and ``channel``; ``steps``, ``lr``, ``l2`` (decay), ``jitter``
+    (pixels), ``blur_every`` / ``blur_sigma``, ``seed`` (default 0), ``deadline_ms``, and ``init`` (an ``H x W x 3``
+    image to continue from, e.g. a previous ``.image``).
+    """
+
+    target: int | str | None
+    layer: str | None
+    channel: int | None
+    steps: int | None
+    lr: float | None
+    l2: float | None
+    jitter: int | None
+    blur_every: int | None
+    blur_sigma: float | None
+    seed: int
+    deadline_ms: int | None
+    init: np.ndarray | None
+
+
 def visualize_request(
-    model: str,
-    version: str,
-    *,
-    target: int | str | None,
-    layer: str | None,
-    channel: int | None,
-    steps: int | None,
-    lr: float | None,
-    l2: float | None,
-    jitter: int | None,
-    blur_every: int | None,
-    blur_sigma: float | None,
-    seed: int,
-    deadline_ms: int | None,
-    init: np.ndarray | None,
-    request_id: str,
+    model: str, version: str, request_id: str, options: VisualizeArgs
 ) -> inference_pb2.PredictionsRequest:
-    """The Predictions call of ``client.visualize``; raises InvalidArgument naming a bad argument."""
-    msg = explain_pb2.VisualizeRequest(request_id=request_id, seed=_count(seed, "seed", zero=True))
+    """The Predictions call of ``client.visualize``.
+
+    Raises:
+        TypeError: A keyword ``visualize`` does not take.
+        InvalidArgument: A bad option, named in ``field``.
+    """
+    check_keys("visualize", options, VisualizeArgs)
+    target, layer, init = options.get("target"), options.get("layer"), options.get("init")
+    msg = explain_pb2.VisualizeRequest(request_id=request_id, seed=_count(options.get("seed", 0), "seed", zero=True))
     if (target is None) == (layer is None):
         raise InvalidArgument("give either target (a class id or label) or layer= and channel=", field="target")
     if isinstance(target, str) and target:
@@ -86,20 +102,21 @@ def visualize_request(
     else:
         if not isinstance(layer, str) or not layer:
             raise InvalidArgument(f"layer must be a layer name, got {layer!r}", field="layer")
-        msg.channel.CopyFrom(explain_pb2.LayerChannel(layer=layer, channel=_count(channel, "channel", zero=True)))
-    if steps is not None:
+        channel = _count(options.get("channel"), "channel", zero=True)
+        msg.channel.CopyFrom(explain_pb2.LayerChannel(layer=layer, channel=channel))
+    if (steps := options.get("steps")) is not None:
         msg.steps = _count(steps, "steps", zero=False)
-    if lr is not None:
+    if (lr := options.get("lr")) is not None:
         msg.learning_rate = _real(lr, "lr")
-    if l2 is not None:
+    if (l2 := options.get("l2")) is not None:
         msg.l2_decay = _real(l2, "l2")
-    if jitter is not None:
+    if (jitter := options.get("jitter")) is not None:
         msg.jitter = _count(jitter, "jitter", zero=True)
-    if blur_every is not None:
+    if (blur_every := options.get("blur_every")) is not None:
         msg.blur_every = _count(blur_every, "blur_every", zero=True)
-    if blur_sigma is not None:
+    if (blur_sigma := options.get("blur_sigma")) is not None:
         msg.blur_sigma = _real(blur_sigma, "blur_sigma")
-    if deadline_ms is not None:
+    if (deadline_ms := options.get("deadline_ms")) is not None:
         msg.deadline_ms = _count(deadline_ms, "deadline_ms", zero=False)
     if init is not None:
         a = np.asarray(init, dtype=np.float32)

@@ -84,6 +84,12 @@ def test_bad_arguments_are_refused_before_sending(
     assert info.value.field == field and not fake.visualize_requests
 
 
+def test_an_unknown_keyword_is_a_type_error(client: camserve.Client, fake: FakeServer) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'step'"):
+        client.visualize(MODEL, target=1, step=5)  # type: ignore[call-arg]
+    assert not fake.visualize_requests
+
+
 def test_the_servers_refusal_is_raised(client: camserve.Client, fake: FakeServer) -> None:
     def refuse(request: explain_pb2.VisualizeRequest, model: str) -> explain_pb2.VisualizeResponse:
         reply = explain_pb2.VisualizeResponse()
