@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image
 
@@ -22,6 +23,8 @@ from handlers.serving._maps import Encoded, decode_array
 from handlers.serving._parse import parse_request
 from handlers.serving._types import Capabilities, MethodShape, ParsedRequest
 from handlers.serving.base import ExplainHandler
+from handlers.serving.classifier import ClassifierHandler
+from model_store.provider import zoo_model
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **save_args: Any) -> bytes:
@@ -126,6 +129,15 @@ class MockContext:
 #: Limits and preprocessing of the hand-written capabilities below (8x8 inputs).
 LIMITS = Limits(max_images=4, max_top_k=2, max_regions=3, max_image_bytes=100_000, max_pixels=10_000)
 PRE = Preprocessor((8, 8), 8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def loaded_classifier(model_yaml_config: Mapping[str, Any], gpu_id: int | None = 0) -> ClassifierHandler:
+    """A classifier handler loaded as TorchServe loads one (its first ``handle``); torchvision models' random weights
+    are drawn from seed 0, so every handler built here from the same config has the same weights."""
+    torch.manual_seed(0)
+    handler = ClassifierHandler(zoo_model)
+    handler.handle(None, MockContext(model_yaml_config, gpu_id=gpu_id))
+    return handler
 
 
 def classifier_caps(**overrides: object) -> Capabilities:

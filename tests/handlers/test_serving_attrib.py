@@ -8,15 +8,23 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from camserve_proto.camserve.v1 import explain_pb2
 from PIL import Image
-from serving_helpers import LIMITS, MockContext, call, decoded_maps, grpc_row, png_bytes, request, response
+from serving_helpers import (
+    LIMITS,
+    MockContext,
+    call,
+    decoded_maps,
+    grpc_row,
+    loaded_classifier,
+    png_bytes,
+    request,
+    response,
+)
 from test_serving_handler import MEAN, STD
 from test_serving_handler import config as handler_config
 
@@ -24,7 +32,6 @@ from handlers.engine import Explainer, MethodParams
 from handlers.serving._config import Limits, parse_config
 from handlers.serving._options import parse_options
 from handlers.serving.classifier import ClassifierHandler
-from model_store.provider import zoo_model
 
 LIMITS_SECTION = {"max_steps": 64, "max_samples": 8, "max_channels": 256, "max_passes": 3000}
 
@@ -34,11 +41,8 @@ def config() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def handler() -> Iterator[ClassifierHandler]:
-    torch.manual_seed(0)
-    h = ClassifierHandler(zoo_model)
-    h.handle(None, MockContext(config(), gpu_id=0))
-    yield h
+def handler() -> ClassifierHandler:
+    return loaded_classifier(config())
 
 
 @pytest.fixture

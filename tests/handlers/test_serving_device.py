@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 import torch
-from serving_helpers import MockContext, assert_maps_close, call, decoded_maps, grpc_row, png_bytes, request, response
+from serving_helpers import (
+    MockContext,
+    assert_maps_close,
+    call,
+    decoded_maps,
+    grpc_row,
+    loaded_classifier,
+    png_bytes,
+    request,
+    response,
+)
 from test_serving_handler import config
 from torch import nn
 from vae_helpers import box
@@ -110,16 +120,11 @@ def test_initialize_without_a_usable_gpu_loads_on_the_cpu(
 # ------------------------------------------------------------------------------------------ amp and channels_last
 @pytest.fixture(scope="module")
 def plain() -> ClassifierHandler:
-    torch.manual_seed(0)  # the random weights of torchvision:resnet18; every handler here draws the same
-    h = ClassifierHandler(zoo_model)
-    h.handle(None, MockContext(config()))
-    return h
+    return loaded_classifier(config(), gpu_id=None)  # torchvision:resnet18's random weights from seed 0
 
 
 def test_channels_last_converts_the_model_once_and_answers_the_same(plain: ClassifierHandler) -> None:
-    torch.manual_seed(0)
-    h = ClassifierHandler(zoo_model)
-    h.handle(None, MockContext(config(channels_last=True)))
+    h = loaded_classifier(config(channels_last=True), gpu_id=None)
     convs = [m.weight for m in h.loaded.model.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     assert h.explainer.channels_last and not h.explainer.amp and not plain.explainer.channels_last

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 from camserve_proto.camserve.v1 import explain_pb2
-from serving_helpers import MockContext, as_array, call, grpc_row, png_bytes, request, response
+from serving_helpers import MockContext, as_array, call, grpc_row, loaded_classifier, png_bytes, request, response
 from test_serving_handler import config
 
 from handlers.engine import filters
 from handlers.serving._filters import answer_filters
 from handlers.serving._routing import DEADLINE_KEY
 from handlers.serving.classifier import ClassifierHandler
-from model_store.provider import zoo_model
 
 
 @pytest.fixture(scope="module")
-def handler() -> Iterator[ClassifierHandler]:
-    torch.manual_seed(0)
-    h = ClassifierHandler(zoo_model)
-    h.handle(None, MockContext(config(), gpu_id=0))
-    yield h
+def handler() -> ClassifierHandler:
+    return loaded_classifier(config())
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ The model is a real torchvision ResNet-18 with random weights (nothing downloads
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from serving_helpers import (
     encode,
     gradient_rgb,
     grpc_row,
+    loaded_classifier,
     png_bytes,
     request,
     response,
@@ -54,11 +55,8 @@ def config(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def handler() -> Iterator[ClassifierHandler]:
-    torch.manual_seed(0)
-    h = ClassifierHandler(zoo_model)
-    h.handle(None, MockContext(config(), gpu_id=0))
-    yield h
+def handler() -> ClassifierHandler:
+    return loaded_classifier(config())
 
 
 @pytest.fixture

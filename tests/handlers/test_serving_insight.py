@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from serving_helpers import (
     call,
     classifier_caps,
     grpc_row,
+    loaded_classifier,
     parse,
     png_bytes,
     request,
@@ -36,15 +36,11 @@ from handlers.preprocess import Preprocessor
 from handlers.serving._config import Limits
 from handlers.serving._sizing import response_size_bound
 from handlers.serving.classifier import ClassifierHandler
-from model_store.provider import zoo_model
 
 
 @pytest.fixture(scope="module")
-def handler() -> Iterator[ClassifierHandler]:
-    torch.manual_seed(0)
-    h = ClassifierHandler(zoo_model)
-    h.handle(None, MockContext(config(), gpu_id=0))
-    yield h
+def handler() -> ClassifierHandler:
+    return loaded_classifier(config())
 
 
 @pytest.fixture

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from camserve_proto.camserve.v1 import explain_pb2
-from serving_helpers import MockContext, as_array, call, grpc_row, png_bytes, request, response
+from serving_helpers import MockContext, as_array, call, grpc_row, loaded_classifier, png_bytes, request, response
 
 from handlers.serving._routing import DEADLINE_KEY
 from handlers.serving.classifier import ClassifierHandler
-from model_store.provider import zoo_model
 
 #: Generous: a step count, not the wall clock, must end the step-bounded cases on a loaded 2-core machine.
 MAX_MS = 30_000
@@ -32,10 +30,8 @@ def config() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def handler() -> Iterator[ClassifierHandler]:
-    h = ClassifierHandler(zoo_model)
-    h.handle(None, MockContext(config(), gpu_id=0))
-    yield h
+def handler() -> ClassifierHandler:
+    return loaded_classifier(config())
 
 
 @pytest.fixture
