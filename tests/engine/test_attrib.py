@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from handlers.engine import Explainer, InvalidArgumentError, MethodParams, ResourceExhaustedError, get_method
 from handlers.engine._passes import smoothgrad_noise
-from handlers.engine.methods import Cost, available_methods
+from handlers.engine.methods import Cost, available_methods, with_dependencies
 from handlers.engine.methods._paths import baseline_images, blurred, rule_points
 from tests.engine.conftest import Snapshot
 from tests.engine.test_explainer import _OomAbove
@@ -269,7 +269,7 @@ def test_declared_backwards_follow_the_needs() -> None:
     gradients = {"layer_grad", "input_grad", "guided_grad", "deconv_grad", "attention_grad"}
     for name in available_methods():
         method = get_method(name)
-        needs = set(method.needs).union(*(get_method(d).needs for d in method.depends_on))
+        needs: set[str] = set().union(*(m.needs for m in with_dependencies([method])))
         if needs & gradients:
             assert method.cost.backwards >= 1, name
         elif not needs & {"passes", "smooth_input_grad", "smooth_guided_grad"}:
