@@ -4,17 +4,24 @@ Every image is a pure function of one integer seed, so a data set is just a rang
 ranges by construction: ``seed = split_id * SPLIT_STRIDE + index`` with ``0 <= index < SPLIT_STRIDE``, so no index of
 one split can ever produce a seed of another.
 
-What an image contains:
+What an image contains, in drawing order:
 
-* a textured background: a smooth two-colour gradient, a sinusoidal grating of random period and orientation, low-
-  frequency colour noise, and a few soft Gaussian *distractor blobs* and thin scribbles. Distractors have no sharp
-  outline and are never one of the classes' shapes, so the object is always the only hard-edged, solid shape;
-* the object: one of :data:`SHAPE_CLASSES`, with random colour (kept at a minimum distance from the background under
-  it), size, position (fully inside the image) and rotation, anti-aliased by 4x supersampling;
-* pixel noise over everything.
+* a background of one of five families (:mod:`model_store._textures`): smooth gradients with a soft grating and
+  colour noise, hard-edged stripes or checks (axis-aligned, diagonal or any angle), lattices of dots or hatching,
+  multi-octave mottled noise, or a nearly flat colour; then soft Gaussian *distractor blobs*, uneven illumination
+  and thin scribbles. Hard edges come only as thin or periodic structure, so the object is the only solid shape of
+  its scale;
+* the object: one of :data:`SHAPE_CLASSES`, with random size (15-35 px at 64 px), position (fully inside the image,
+  anywhere) and rotation, anti-aliased by 4x supersampling, painted in one of :data:`STYLES` — filled, gradient,
+  striped in a tint of the fill ("textured"), outlined (stroke 1.5 px to a quarter of the radius) or two-tone (fill
+  plus a rim) — in colours that stand out from the background under it (:func:`_contrasting`), sometimes with a
+  soft drop shadow and one or two thin occluding bars (1-1.5 px) across it;
+* the whole image: a Gaussian blur (some images), a colour jitter (gamma, saturation down to grey, contrast,
+  brightness; the object's colours are chosen to stand out *after* it) and Gaussian pixel noise of random strength.
 
-The ground truth is the object's mask (supersampled coverage >= 0.5) and its bounding box, ``(x0, y0, x1, y1)``
-half-open in pixels — the box is computed from the mask, so the two always agree.
+The ground truth is the object's visible ink (supersampled coverage >= 0.5, minus what an occluder hides; a shadow is
+not part of it) and its bounding box, ``(x0, y0, x1, y1)`` half-open in pixels — the box is computed from the mask,
+so the two always agree. The style-shifted evaluation set (:mod:`model_store.shifted`) is drawn by separate code.
 """
 
 from __future__ import annotations
@@ -25,12 +32,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from model_store._textures import background, random_colour, smooth_noise
 
 __all__ = [
     "DEFAULT_SIZE",
     "SHAPE_CLASSES",
     "SPLITS",
     "SPLIT_STRIDE",
+    "STYLES",
     "Batch",
     "Sample",
     "make_batch",
@@ -52,10 +63,15 @@ DEFAULT_SIZE = 64
 
 _SUPERSAMPLE = 4
 _MIN_SIZE = 8
-_MIN_OBJECT_FRACTION = 0.24  # object diameter as a share of the image side (64 px -> 15..32 px)
-_MAX_OBJECT_FRACTION = 0.50
-_MIN_COLOUR_DISTANCE = 0.35  # Euclidean RGB distance in [0, 1] units between the object and the background under it
-_NOISE_SIGMA = 0.03
+_MIN_OBJECT_FRACTION = 0.24  # object diameter as a share of the image side (64 px -> 15..35 px)
+_MAX_OBJECT_FRACTION = 0.55
+_MIN_CONTRAST = 0.3  # RGB distance in [0, 1] units (10th percentile over the background pixels under the object)
+_MIN_STROKE = 1.5  # px: thinnest outline or rim
+_STYLE_WEIGHTS = (0.3, 0.15, 0.15, 0.2, 0.2)
+_SHADOW_P, _OCCLUDER_P, _BLUR_P = 0.2, 0.15, 0.35
+
+STYLES: tuple[str, ...] = ("filled", "gradient", "textured", "outlined", "two_tone")
+"""How the object is painted (probabilities ``_STYLE_WEIGHTS``)."""
 
 
 @dataclass(frozen=True)
@@ -133,8 +149,8 @@ def _shape_polygon(kind: str, radius: float, angle: float) -> np.ndarray:
     return np.asarray(pts @ np.array([[c, s], [-s, c]]), dtype=np.float64)
 
 
-def _object_coverage(kind: str, size: int, cx: float, cy: float, radius: float, angle: float) -> np.ndarray:
-    """Anti-aliased coverage ``[size, size]`` in [0, 1] of the object, from a 4x supersampled drawing."""
+def _object_canvas(kind: str, size: int, cx: float, cy: float, radius: float, angle: float) -> np.ndarray:
+    """The object's silhouette drawn 4x supersampled: ``bool [size * 4, size * 4]``."""
     ss = _SUPERSAMPLE
     canvas = Image.new("L", (size * ss, size * ss), 0)
     draw = ImageDraw.Draw(canvas)
@@ -147,44 +163,18 @@ def _object_coverage(kind: str, size: int, cx: float, cy: float, radius: float, 
     else:
         pts = _shape_polygon(kind, r, angle) + np.array([x, y])
         draw.polygon([(float(px), float(py)) for px, py in pts], fill=255)
-    hi = np.asarray(canvas, dtype=np.float32) / 255.0
+    return np.asarray(canvas) >= 128
+
+
+def _coverage(hi: np.ndarray, size: int) -> np.ndarray:
+    """Supersampled ``bool`` canvas -> anti-aliased coverage ``[size, size]`` in [0, 1]."""
+    ss = _SUPERSAMPLE
     return np.asarray(hi.reshape(size, ss, size, ss).mean(axis=(1, 3)), dtype=np.float32)
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
-    """Low-frequency noise ``[size, size, channels]`` in about [-1, 1]: a coarse random grid, bilinearly upsampled."""
-    grid = rng.uniform(-1.0, 1.0, (cells + 1, cells + 1, channels))
-    pos = np.linspace(0.0, cells, size, endpoint=False) + cells / (2 * size)
-    i0 = np.clip(np.floor(pos).astype(int), 0, cells - 1)
-    f = (pos - i0)[:, None]
-    rows = grid[i0] * (1 - f[:, :, None]) + grid[i0 + 1] * f[:, :, None]  # [size, cells+1, C]
-    out = rows[:, i0] * (1 - f[None, :, :]) + rows[:, i0 + 1] * f[None, :, :]
-    return np.asarray(out, dtype=np.float32)
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Textured, cluttered background ``[size, size, 3]`` float32 in [0, 1] (before pixel noise)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    c0, c1 = rng.uniform(0.0, 1.0, 3), rng.uniform(0.0, 1.0, 3)
-    g = rng.uniform(0, 2 * math.pi)
-    t = np.clip(0.5 + (xx - 0.5) * math.cos(g) + (yy - 0.5) * math.sin(g), 0, 1)[..., None]
-    img = c0 * (1 - t) + c1 * t
-    # grating: random period (in units of the image side), orientation, phase and colour amplitude
-    period = rng.uniform(0.16, 0.4)
-    o = rng.uniform(0, math.pi)
-    wave = np.sin(2 * math.pi * (xx * math.cos(o) + yy * math.sin(o)) / period + rng.uniform(0, 2 * math.pi))
-    img = img + wave[..., None] * rng.uniform(0.02, 0.12, 3)
-    img = img + _smooth_noise(rng, size, int(rng.integers(3, 7)), 3) * rng.uniform(0.05, 0.15)
-    # soft, anisotropic Gaussian distractor blobs: no outline, so never a class shape
-    for _ in range(int(rng.integers(2, 6))):
-        bx, by = rng.uniform(0, 1, 2)
-        sx, sy = rng.uniform(0.03, 0.12, 2)
-        a = rng.uniform(0, math.pi)
-        dx, dy = xx - bx, yy - by
-        u, v = dx * math.cos(a) + dy * math.sin(a), -dx * math.sin(a) + dy * math.cos(a)
-        w = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))[..., None] * rng.uniform(0.4, 0.8)
-        img = img * (1 - w) + rng.uniform(0, 1, 3) * w
-    return np.asarray(np.clip(img, 0, 1), dtype=np.float32)
+def _inset(hi: np.ndarray, width: float) -> np.ndarray:
+    """The silhouette shrunk by ``width`` pixels (points deeper than ``width`` inside it), supersampled."""
+    return np.asarray(ndimage.distance_transform_edt(hi) > width * _SUPERSAMPLE)
 
 
 def _scribbles(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,37 +198,142 @@ def _scribbles(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     return cov, colours[np.asarray(colour_idx)]
 
 
-def _object_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
-    """A random colour at least ``_MIN_COLOUR_DISTANCE`` from ``under`` (the mean background colour below it)."""
+class _ColourJitter:
+    """One image's global, pixel-wise colour transform: gamma, saturation (sometimes none: grey), contrast, brightness.
+
+    Drawn before the object so its colours can be chosen to stand out *after* the transform.
+    """
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.gamma = float(np.exp(rng.uniform(-0.4, 0.4)))
+        self.saturation = 0.0 if rng.uniform() < 0.1 else float(rng.uniform(0.4, 1.3))
+        self.contrast = float(rng.uniform(0.7, 1.2))
+        self.brightness = float(rng.uniform(-0.08, 0.08))
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        x = np.clip(rgb, 0.0, 1.0) ** self.gamma
+        grey = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        x = grey[..., None] + (x - grey[..., None]) * self.saturation
+        return np.asarray(np.clip(0.5 + (x - 0.5) * self.contrast + self.brightness, 0.0, 1.0), dtype=np.float32)
+
+
+def _contrasting(
+    rng: np.random.Generator, under: np.ndarray, jitter: _ColourJitter, avoid: np.ndarray | None = None
+) -> np.ndarray:
+    """A colour that stands out, after ``jitter``, from the background pixels ``under`` ``[K, 3]`` (already jittered).
+
+    Scored by the 10th percentile of its distance to ``under`` (so a textured background counts by its pixels near
+    the colour, not by its mean), and by its distance to ``avoid`` (another colour of the object) when given; the
+    first of up to 64 random colours scoring ``>= _MIN_CONTRAST`` is returned, else the best one.
+    """
+    best, best_score = np.zeros(3, np.float32), -1.0
     for _ in range(64):
-        colour = rng.uniform(0, 1, 3)
-        if np.linalg.norm(colour - under) >= _MIN_COLOUR_DISTANCE:
-            return colour.astype(np.float32)
-    # the farthest corner of the RGB cube is always >= sqrt(3)/2 away
-    return np.where(under < 0.5, 1.0, 0.0).astype(np.float32)
+        colour = random_colour(rng)
+        seen = jitter(colour)
+        score = float(np.percentile(np.linalg.norm(under - seen, axis=-1), 10))
+        if avoid is not None:
+            score = min(score, float(np.linalg.norm(seen - jitter(avoid))))
+        if score >= _MIN_CONTRAST:
+            return colour
+        if score > best_score:
+            best, best_score = colour, score
+    return best
+
+
+def _paint(
+    rng: np.random.Generator, style: str, hi: np.ndarray, radius: float, under: np.ndarray, jitter: _ColourJitter
+) -> tuple[np.ndarray, np.ndarray]:
+    """The object's ink coverage ``[H, W]`` and colour per pixel ``[H, W, 3]`` in one of :data:`STYLES`."""
+    size = hi.shape[0] // _SUPERSAMPLE
+    cov = _coverage(hi, size)
+    colour = _contrasting(rng, under, jitter)
+    shade = 1.0 + smooth_noise(rng, size, 2, 1) * 0.08  # gentle shading so the object is not perfectly flat
+    paint = np.broadcast_to(colour, (size, size, 3)) * shade
+    if style == "outlined":
+        stroke = max(_MIN_STROKE, radius * rng.uniform(0.1, 0.25))
+        cov = _coverage(hi & ~_inset(hi, stroke), size)
+    elif style == "two_tone":
+        rim = _coverage(hi & ~_inset(hi, max(_MIN_STROKE, radius * rng.uniform(0.1, 0.25))), size)
+        second = _contrasting(rng, under, jitter, avoid=colour)
+        paint = paint * (1 - rim[..., None]) + second * rim[..., None]
+    elif style in ("gradient", "textured"):
+        if style == "gradient":  # towards a second colour that stands out too
+            second = _contrasting(rng, under, jitter, avoid=colour)
+        else:  # stripes of a tint of the fill: texture that keeps the silhouette one region (not camouflage)
+            second = colour + (random_colour(rng) - colour) * rng.uniform(0.25, 0.45)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        a = rng.uniform(0, 2 * math.pi)
+        u = xx * math.cos(a) + yy * math.sin(a)
+        if style == "gradient":
+            ys, xs = np.nonzero(cov >= 0.5)
+            centre = float(np.mean(xs)) * math.cos(a) + float(np.mean(ys)) * math.sin(a)
+            t = np.clip(0.5 + (u - centre) / (2 * radius), 0, 1)
+        else:  # stripes across the fill
+            period = rng.uniform(3.0, 7.0)
+            t = np.clip((np.abs((u / period) % 1.0 - 0.5) * 2 - 0.5) * period + 0.5, 0, 1)
+        paint = paint * (1 - t[..., None]) + second * t[..., None]
+    return cov, np.asarray(np.clip(paint, 0, 1), dtype=np.float32)
+
+
+def _shadow(rng: np.random.Generator, ink: np.ndarray) -> np.ndarray:
+    """A drop shadow's darkening ``[H, W]`` in [0, 1): the ink offset by 1.5-4 px, blurred by 0-2 px."""
+    a, d = rng.uniform(0, 2 * math.pi), rng.uniform(1.5, 4.0)
+    moved = ndimage.shift(ink, (d * math.sin(a), d * math.cos(a)), order=1, mode="constant")
+    soft = ndimage.gaussian_filter(moved, rng.uniform(0.0, 2.0), truncate=2.0)  # from hard-edged to soft
+    return np.asarray(np.clip(soft, 0, 1) * rng.uniform(0.3, 0.6), dtype=np.float32)
+
+
+def _occluder(rng: np.random.Generator, size: int, cx: float, cy: float, radius: float) -> np.ndarray:
+    """Coverage ``[H, W]`` of one or two thin (1-1.5 px) bars crossing the object (drawn over it; they cut its mask).
+
+    Thinner than any stroke of the object: a bar as wide as a cross's arm turns a star into a cross."""
+    ss = _SUPERSAMPLE
+    canvas = Image.new("L", (size * ss, size * ss), 0)
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(int(rng.integers(1, 3))):
+        px, py = np.array([cx, cy]) + rng.uniform(-0.6, 0.6, 2) * radius
+        a, half = rng.uniform(0, math.pi), radius * rng.uniform(1.0, 1.6)
+        dx, dy = math.cos(a) * half, math.sin(a) * half
+        width = max(1, round(rng.uniform(1.0, 1.5) * ss))
+        draw.line([((px - dx) * ss, (py - dy) * ss), ((px + dx) * ss, (py + dy) * ss)], fill=255, width=width)
+    return _coverage(np.asarray(canvas) >= 128, size)
 
 
 def _render_parts(seed: int, size: int, draw_object: bool = True) -> tuple[np.ndarray, int, np.ndarray]:
-    """Render ``seed``: float image in [0, 1] ``[H, W, 3]``, label and mask. ``draw_object=False`` is for tests."""
+    """Render ``seed``: float image in [0, 1] ``[H, W, 3]``, label and mask. ``draw_object=False`` is for tests.
+
+    Every random number is drawn whether or not the object is drawn, so both renders share everything else.
+    """
     rng = np.random.default_rng(seed)
     label = int(rng.integers(len(SHAPE_CLASSES)))
     kind = SHAPE_CLASSES[label]
-    img = _background(rng, size)
+    img, _ = background(rng, size)
     cov_s, col_s = _scribbles(rng, size)
     img = img * (1 - cov_s[..., None]) + col_s * cov_s[..., None]
-    diameter = size * rng.uniform(_MIN_OBJECT_FRACTION, _MAX_OBJECT_FRACTION)
-    radius = diameter / 2
+    jitter = _ColourJitter(rng)
+    radius = size * rng.uniform(_MIN_OBJECT_FRACTION, _MAX_OBJECT_FRACTION) / 2
     cx, cy = rng.uniform(radius + 0.5, size - radius - 0.5, 2)
-    angle = rng.uniform(0, 2 * math.pi)
-    cov = _object_coverage(kind, size, float(cx), float(cy), float(radius), float(angle))
-    mask = cov >= 0.5
-    colour = _object_colour(rng, img[mask].mean(axis=0))
-    shade = 1.0 + _smooth_noise(rng, size, 2, 1) * 0.08  # gentle shading so the object is not perfectly flat
-    noise = rng.normal(0.0, _NOISE_SIGMA, img.shape).astype(np.float32)
+    hi = _object_canvas(kind, size, float(cx), float(cy), float(radius), float(rng.uniform(0, 2 * math.pi)))
+    silhouette = _coverage(hi, size)
+    style = STYLES[int(rng.choice(len(STYLES), p=_STYLE_WEIGHTS))]
+    ink, paint = _paint(rng, style, hi, float(radius), jitter(img[silhouette >= 0.5]), jitter)
+    shadow = _shadow(rng, ink) if rng.uniform() < _SHADOW_P else None
+    occluder = _occluder(rng, size, float(cx), float(cy), float(radius)) if rng.uniform() < _OCCLUDER_P else None
+    occluder_colour = random_colour(rng)
+    blur = float(rng.uniform(0.3, 1.0 if style != "outlined" else 0.7)) if rng.uniform() < _BLUR_P else 0.0
+    noise = rng.normal(0.0, rng.uniform(0.01, 0.05), img.shape).astype(np.float32)
     if draw_object:
-        img = img * (1 - cov[..., None]) + np.clip(colour * shade, 0, 1) * cov[..., None]
-    img = np.clip(img + noise, 0.0, 1.0)
-    return img, label, mask
+        if shadow is not None:
+            img = img * (1 - shadow[..., None])
+        img = img * (1 - ink[..., None]) + paint * ink[..., None]
+    visible = ink
+    if occluder is not None:
+        img = img * (1 - occluder[..., None]) + occluder_colour * occluder[..., None]
+        visible = ink * (1 - occluder)
+    if blur:
+        img = ndimage.gaussian_filter(img, (blur, blur, 0), truncate=2.0)
+    img = np.clip(jitter(img) + noise, 0.0, 1.0)
+    return img, label, visible >= 0.5
 
 
 def _box_of(mask: np.ndarray) -> tuple[int, int, int, int]:

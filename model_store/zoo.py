@@ -112,7 +112,12 @@ def _apply_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path)
 def _build_classifier(weights: Path | None) -> nn.Module:
     state, entry = _verified_state_dict("shapes-classifier", weights)
     cfg = entry.get("config", {})
-    model = ShapesClassifier(num_classes=len(SHAPE_CLASSES), width=int(cfg.get("width", 24)))
+    model = ShapesClassifier(
+        num_classes=len(SHAPE_CLASSES),
+        width=int(cfg.get("width", 32)),
+        standardise_eps=float(cfg.get("standardise_eps", 0.3)),
+        dilation=int(cfg.get("dilation", 1)),
+    )
     return _apply_state(model, state, Path(weights) if weights else WEIGHTS_DIR / FILES["shapes-classifier"])
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from model_store import data
-from model_store.data import _render_parts
+from model_store import _textures, data
+from model_store.data import _coverage, _object_canvas, _paint, _render_parts
 
 
 def test_same_seed_same_image_different_seed_different_image() -> None:
@@ -86,8 +86,9 @@ def test_boxes_match_the_drawn_mask_and_the_object_is_visible() -> None:
         assert label == label2 and np.array_equal(mask, mask2)
         diff = np.linalg.norm(with_obj - without, axis=-1)
         assert diff[mask].mean() > 0.25  # clearly distinct colour from the background under it
-        # outside the mask only the anti-aliased fringe (coverage < 0.5; up to ~2 px at the sharp tips of a star)
-        assert diff[ndimage.distance_transform_edt(~mask) > 3].max() == 0.0
+        # outside the mask only the anti-aliased fringe (coverage < 0.5; ~2 px at a star's tips) and the drop shadow
+        # (offset <= 4 px, blurred <= 4 px), both then blurred with the image (<= 2 px)
+        assert diff[ndimage.distance_transform_edt(~mask) > 11].max() == 0.0
 
 
 def test_all_classes_occur_roughly_uniformly() -> None:
@@ -101,3 +102,65 @@ def test_size_parameter_and_to_tensor() -> None:
     t = data.to_tensor(s.image)
     assert t.shape == (1, 3, 96, 96) and t.dtype == torch.float32 and 0.0 <= float(t.min()) <= float(t.max()) <= 1.0
     assert torch.allclose(t[0, :, 10, 20] * 255, torch.from_numpy(s.image[10, 20]).float())
+
+
+def test_every_background_family_occurs_and_stays_in_range() -> None:
+    seen: set[str] = set()
+    for i in range(120):
+        img, family = _textures.background(np.random.default_rng(i), 48)
+        assert img.shape == (48, 48, 3) and img.dtype == np.float32 and 0.0 <= img.min() <= img.max() <= 1.0
+        seen.add(family)
+    assert seen == set(_textures.FAMILY_WEIGHTS) and sum(_textures.FAMILY_WEIGHTS.values()) == pytest.approx(1.0)
+
+
+def test_hard_edged_backgrounds_have_strong_edges() -> None:
+    # the "bands" family is the strong-edge case the training set must hold: neighbouring pixels differ a lot
+    steps = []
+    for i in range(400):
+        rng = np.random.default_rng(i)
+        img, family = _textures.background(rng, 64)
+        if family == "bands":
+            steps.append(float(np.abs(np.diff(img, axis=1)).max()))
+    assert len(steps) > 40 and np.median(steps) > 0.2
+
+
+def _jitter(saturation: float = 1.0) -> data._ColourJitter:
+    jitter = data._ColourJitter(np.random.default_rng(0))
+    jitter.gamma, jitter.saturation, jitter.contrast, jitter.brightness = 1.0, saturation, 1.0, 0.0
+    return jitter
+
+
+def test_colour_jitter_identity_and_grey() -> None:
+    rgb = np.random.default_rng(1).uniform(0, 1, (10, 10, 3)).astype(np.float32)
+    assert np.allclose(_jitter()(rgb), rgb, atol=1e-6)
+    grey = _jitter(saturation=0.0)(rgb)
+    assert np.allclose(grey[..., 0], grey[..., 1]) and np.allclose(grey[..., 1], grey[..., 2])
+
+
+@pytest.mark.parametrize("style", data.STYLES)
+def test_each_style_paints_inside_the_silhouette_and_stands_out(style: str) -> None:
+    hi = _object_canvas("circle", 64, 32.0, 32.0, 14.0, 0.0)
+    silhouette = _coverage(hi, 64)
+    under = np.full((int((silhouette >= 0.5).sum()), 3), 0.5, np.float32)  # a mid-grey background under it
+    ink, paint = _paint(np.random.default_rng(3), style, hi, 14.0, under, _jitter())
+    assert ink.shape == (64, 64) and paint.shape == (64, 64, 3) and np.all(ink <= silhouette + 1e-6)
+    drawn = ink >= 0.5
+    assert np.percentile(np.linalg.norm(paint[drawn] - 0.5, axis=-1), 10) >= 0.29  # _MIN_CONTRAST, float tolerance
+    if style == "outlined":  # a band along the contour, the centre left to the background
+        assert ink[32, 32] == 0.0 and 0.15 < drawn.sum() / (silhouette >= 0.5).sum() < 0.6
+    else:
+        assert np.array_equal(drawn, silhouette >= 0.5)
+    flat = paint[drawn].reshape(-1, 3)
+    spread = float(np.linalg.norm(flat.max(0) - flat.min(0)))
+    if style in ("two_tone", "gradient"):  # two colours, both standing out: far apart
+        assert spread > 0.25
+    elif style == "textured":  # stripes of a tint: visible, but the fill stays one region
+        assert spread > 0.03
+
+
+def test_occluders_cut_the_mask_and_every_image_keeps_a_visible_object() -> None:
+    sizes = []
+    for i in range(60):
+        _, _, mask = _render_parts(data.split_seed("val", i), 64)
+        sizes.append(int(mask.sum()))
+    assert min(sizes) >= 20  # never occluded or outlined away

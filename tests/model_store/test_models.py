@@ -33,6 +33,41 @@ def test_classifier_shapes_and_16x16_last_stage() -> None:
     assert isinstance(model.pool, nn.AdaptiveAvgPool2d) and isinstance(model.fc, nn.Linear)
 
 
+
+@pytest.mark.parametrize("layer", ["stem", "layer2"])
+def test_strided_layers_are_centred_where_bilinear_upsampling_puts_their_cells(layer: str) -> None:
+    # With every weight positive, the input gradient of one output cell is a blob centred on the input pixels that
+    # cell summarises. Bilinear upsampling (align_corners=False) of an s-times smaller map puts cell k at input
+    # pixel s*k + (s-1)/2: 0.5 for the 32x32 stem, 1.5 for the 16x16 layer2 (a 3x3 stride-2 layout is off by 0.5 px
+    # per stride-2 stage).
+    model = ShapesClassifier()
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.constant_(module.weight, 1.0 / module.weight[0].numel())
+    model.standardise = nn.Identity()  # type: ignore[assignment]
+    model.eval()
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    out: dict[str, torch.Tensor] = {}
+    getattr(model, layer).register_forward_hook(lambda m, i, o: out.__setitem__("y", o))
+    model(x)
+    stride, k = (2, 13) if layer == "stem" else (4, 6)
+    out["y"][0, :, k, k].sum().backward()
+    g = x.grad[0].abs().sum(0)  # type: ignore[union-attr]
+    coords = torch.arange(64, dtype=torch.float64)
+    cy = float((g.sum(1).double() * coords).sum() / g.sum())
+    cx = float((g.sum(0).double() * coords).sum() / g.sum())
+    assert cy == pytest.approx(stride * k + (stride - 1) / 2, abs=0.05)
+    assert cx == pytest.approx(stride * k + (stride - 1) / 2, abs=0.05)
+
+
+def test_channel_standardise_removes_brightness_and_contrast() -> None:
+    model = ShapesClassifier().eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.standardise(x * 0.5 + 0.2), model.standardise(x * 0.5 + 0.4), atol=1e-5)
+        flat = model.standardise(torch.full((1, 3, 64, 64), 0.7))
+    assert float(flat.abs().max()) < 1e-5  # a flat image is not amplified into noise
+
 @pytest.mark.parametrize("cls", [ShapesClassifier, ShapesVAE])
 def test_relus_are_plain_non_inplace_modules_used_once(cls: type[nn.Module]) -> None:
     model = cls()
