@@ -33,7 +33,6 @@ def test_classifier_shapes_and_16x16_last_stage() -> None:
     assert isinstance(model.pool, nn.AdaptiveAvgPool2d) and isinstance(model.fc, nn.Linear)
 
 
-
 @pytest.mark.parametrize("layer", ["stem", "layer2"])
 def test_strided_layers_are_centred_where_bilinear_upsampling_puts_their_cells(layer: str) -> None:
     # With every weight positive, the input gradient of one output cell is a blob centred on the input pixels that
@@ -67,6 +66,7 @@ def test_channel_standardise_removes_brightness_and_contrast() -> None:
         assert torch.allclose(model.standardise(x * 0.5 + 0.2), model.standardise(x * 0.5 + 0.4), atol=1e-5)
         flat = model.standardise(torch.full((1, 3, 64, 64), 0.7))
     assert float(flat.abs().max()) < 1e-5  # a flat image is not amplified into noise
+
 
 @pytest.mark.parametrize("cls", [ShapesClassifier, ShapesVAE])
 def test_relus_are_plain_non_inplace_modules_used_once(cls: type[nn.Module]) -> None:
