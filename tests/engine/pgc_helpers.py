@@ -88,9 +88,15 @@ def pgc_maps(
 
 
 def compare_maps(
-    what: str, ours: Sequence[Explanation], targets: Sequence[Sequence[int]], ref: np.ndarray, method: str, layer: str
+    what: str,
+    ours: Sequence[Explanation],
+    targets: Sequence[Sequence[int]],
+    ref: np.ndarray,
+    method: str,
+    layer: str,
+    tol: float = TOL,
 ) -> None:
-    """Every image's and target's map min-max normalised equals the reference's ``ref[j, i]`` within :data:`TOL`."""
+    """Every image's and target's map min-max normalised equals the reference's ``ref[j, i]`` within ``tol``."""
     degenerate = total = 0
     for i, res in enumerate(ours):
         assert res.targets == tuple(targets[i])
@@ -103,6 +109,6 @@ def compare_maps(
             if float(theirs.max() - theirs.min()) == 0:
                 degenerate += 1
             diff = (normalise(mine) - normalise(theirs)).abs().max().item()
-            assert diff < TOL, f"{what} {method} {layer} image {i} target {target}: max diff {diff:.2e}"
+            assert diff < tol, f"{what} {method} {layer} image {i} target {target}: max diff {diff:.2e}"
     # A comparison of constant maps proves nothing: most maps must have structure.
     assert degenerate * 2 < total, f"{degenerate} of {total} reference maps are constant for {method} {layer}"

@@ -195,10 +195,11 @@ def test_bfloat16_autocast_maps_stay_close_to_float32(shapes: tuple[nn.Module, T
 
 
 def test_vae_autocast_maps_stay_close_to_float32() -> None:
-    """Measured on shapes-vae (4 images, 2 regions): area_gradcam 0.4%, area_saliency 9%, area_guided 7%,
-    anomaly_recon_error 1.2%, anomaly_latent 1.8% (on the automatic layer; relative L2), reconstruction within 0.007.
-    Bounds: about twice the measured. (anomaly_latent on ``encoder.1`` is 0.8 off for image 0, whose float32 map is
-    positive at 2 of 1024 cells only: a near-empty map has no relative precision after the ReLU.)"""
+    """Measured on shapes-vae (4 images, 2 regions): area_gradcam 0.7%, area_saliency 7.3%, area_guided 4.7%,
+    anomaly_recon_error 4.5%, anomaly_latent 3.0% (on the automatic layer; relative L2), reconstruction within
+    0.0075 (the VAE of 2026-12-04; its predecessor: 0.4%, 9%, 7%, 1.2%, 1.8%, 0.007). Bounds: about twice the
+    measured. (A layer map that is nearly empty after the ReLU, as ``anomaly_latent`` on ``encoder.1`` can be, has
+    no relative precision; it is not compared.)"""
     model = zoo.build("shapes-vae")
     x = data.to_tensor(data.make_batch("test", 0, 4).images)
     regions = [[Box(8, 8, 24, 24), Box(30, 30, 60, 60)]] * 4
@@ -206,8 +207,8 @@ def test_vae_autocast_maps_stay_close_to_float32() -> None:
     reference = VAEExplainer(model).explain(x, methods, regions=regions)
     got = VAEExplainer(model, amp=True).explain(x, methods, regions=regions)
     worst = _relative_errors(got, reference)
-    assert worst["area_gradcam"] < 0.01 and worst["area_saliency"] < 0.2 and worst["area_guided"] < 0.15, worst
-    assert worst["anomaly_recon_error"] < 0.03 and worst["anomaly_latent"] < 0.04, worst
+    assert worst["area_gradcam"] < 0.015 and worst["area_saliency"] < 0.15 and worst["area_guided"] < 0.1, worst
+    assert worst["anomaly_recon_error"] < 0.09 and worst["anomaly_latent"] < 0.06, worst
     for g, r in zip(got, reference, strict=True):
         assert g.reconstruction.dtype == torch.float32
         assert float((g.reconstruction - r.reconstruction).abs().max()) < 0.015

@@ -38,7 +38,8 @@ def test_the_class_score_rises_monotonically_within_the_budget(demo: nn.Module, 
 
 
 def test_a_channel_can_be_maximised(demo: nn.Module) -> None:
-    v = visualize(demo, VisualizeSpec(layer="layer2", channel=3, steps=40), SIZE, bounds=BOUNDS)
+    # channel 2 (0.12 -> 1.99 in 40 steps): the trained model's channel 3 of layer2 barely moves (0.16 -> 0.24)
+    v = visualize(demo, VisualizeSpec(layer="layer2", channel=2, steps=40), SIZE, bounds=BOUNDS)
     assert all(b >= a for a, b in zip(v.scores, v.scores[1:], strict=False))
     assert v.scores[-1] > 2 * v.scores[0]
 

@@ -28,7 +28,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 from handlers.engine import Explainer, Explanation
 
-from .pgc_helpers import CAM_REFS, compare_maps, pgc_maps
+from .pgc_helpers import CAM_REFS, TOL, compare_maps, pgc_maps
 
 BATCH = 2
 
@@ -115,7 +115,12 @@ def run(request: pytest.FixtureRequest) -> Run:
 @pytest.mark.parametrize("method", list(CAM_REFS))
 def test_token_layer_cams_match_pytorch_grad_cam_with_its_reshape(run: Run, method: str) -> None:
     layer = CASES[run.name].layer
-    compare_maps(run.name, run.ours, run.targets, run.refs[(method, layer)], method, layer)
+    # XGrad-CAM divides each channel's sum of g * A by its sum of A; after a LayerNorm a few channels sum to almost
+    # 0 over the tokens (vit_b_16's last ln_1 here: 0.010 and 0.038 against a median of 52), which magnifies float32
+    # summation-order differences between two correct implementations ~5000-fold: 8.8e-4 on one CPU, < 1e-4 on
+    # another. Every other method keeps the shared tolerance.
+    tol = 2e-3 if method == "xgradcam" else TOL
+    compare_maps(run.name, run.ours, run.targets, run.refs[(method, layer)], method, layer, tol)
 
 
 def test_vit_default_layer_is_the_documented_one() -> None:
