@@ -31,7 +31,7 @@ DEFECT_KINDS: tuple[str, ...] = ("scratch", "blob", "missing")
 DEFECT_START = 2_000_000
 """First test-split index of the defect images (disjoint from the localisation benchmark's 1,000,000..)."""
 
-_NOISE_SIGMA = 0.03  # the clean images' pixel noise, [0, 1] units
+_NOISE_SIGMA = 0.03  # the clean images' typical pixel noise (theirs is drawn from 0.01-0.05), [0, 1] units
 _MIN_PIXELS = 12  # fewest changed pixels a defect may have; a draw that changes fewer is redrawn
 _MIN_COLOUR_DISTANCE = 0.3  # RGB distance in [0, 1] units between a drawn defect and the pixels under it
 _ATTEMPTS = 50
