@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["FAMILY_WEIGHTS", "background", "random_colour", "smooth_noise"]
+__all__ = ["FAMILY_WEIGHTS", "background", "random_colour", "smooth_noise", "square_wave"]
 
 Array = np.ndarray
 
@@ -72,7 +72,7 @@ def _orientation(rng: np.random.Generator) -> float:
     return float(rng.uniform(0, math.pi))
 
 
-def _square_wave(x: Array, y: Array, angle: float, period: float, phase: float) -> Array:
+def square_wave(x: Array, y: Array, angle: float, period: float, phase: float) -> Array:
     """Anti-aliased square wave in [0, 1] across direction ``angle`` (a ~1 px transition at each edge)."""
     u = (x * math.cos(angle) + y * math.sin(angle)) / period + phase
     tri = np.abs((u % 1.0) - 0.5) * 2.0  # triangle wave in [0, 1]
@@ -83,10 +83,10 @@ def _bands(rng: np.random.Generator, size: int) -> Array:
     """Hard-edged stripes (one direction) or checks (two): the strongest edges a background can have."""
     x, y = _grid(size)
     angle, period = _orientation(rng), rng.uniform(4.0, 20.0)
-    t = _square_wave(x, y, angle, period, rng.uniform())
+    t = square_wave(x, y, angle, period, rng.uniform())
     if rng.uniform() < 0.5:  # checks: XOR of two perpendicular (or skewed) square waves
         second = angle + math.pi / 2 + (0.0 if rng.uniform() < 0.7 else rng.uniform(-0.5, 0.5))
-        s = _square_wave(x, y, second, period * rng.uniform(0.8, 1.25), rng.uniform())
+        s = square_wave(x, y, second, period * rng.uniform(0.8, 1.25), rng.uniform())
         t = t + s - 2 * t * s
     return _two_colour(rng, t)
 

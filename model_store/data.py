@@ -34,7 +34,7 @@ import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from model_store._textures import background, random_colour, smooth_noise
+from model_store._textures import background, random_colour, smooth_noise, square_wave
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -177,6 +177,12 @@ def _inset(hi: np.ndarray, width: float) -> np.ndarray:
     return np.asarray(ndimage.distance_transform_edt(hi) > width * _SUPERSAMPLE)
 
 
+def _contour_band(rng: np.random.Generator, hi: np.ndarray, radius: float) -> np.ndarray:
+    """Coverage ``[H, W]`` of a band along the silhouette's contour, 1.5 px to a quarter of ``radius`` wide."""
+    width = max(_MIN_STROKE, radius * rng.uniform(0.1, 0.25))
+    return _coverage(hi & ~_inset(hi, width), hi.shape[0] // _SUPERSAMPLE)
+
+
 def _scribbles(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Thin random-walk strokes: coverage ``[size, size]`` and one colour per pixel ``[size, size, 3]``."""
     canvas = Image.new("L", (size, size), 0)
@@ -226,13 +232,14 @@ def _contrasting(
     the colour, not by its mean), and by its distance to ``avoid`` (another colour of the object) when given; the
     first of up to 64 random colours scoring ``>= _MIN_CONTRAST`` is returned, else the best one.
     """
+    avoid_seen = None if avoid is None else jitter(avoid)
     best, best_score = np.zeros(3, np.float32), -1.0
     for _ in range(64):
         colour = random_colour(rng)
         seen = jitter(colour)
         score = float(np.percentile(np.linalg.norm(under - seen, axis=-1), 10))
-        if avoid is not None:
-            score = min(score, float(np.linalg.norm(seen - jitter(avoid))))
+        if avoid_seen is not None:
+            score = min(score, float(np.linalg.norm(seen - avoid_seen)))
         if score >= _MIN_CONTRAST:
             return colour
         if score > best_score:
@@ -250,10 +257,9 @@ def _paint(
     shade = 1.0 + smooth_noise(rng, size, 2, 1) * 0.08  # gentle shading so the object is not perfectly flat
     paint = np.broadcast_to(colour, (size, size, 3)) * shade
     if style == "outlined":
-        stroke = max(_MIN_STROKE, radius * rng.uniform(0.1, 0.25))
-        cov = _coverage(hi & ~_inset(hi, stroke), size)
+        cov = _contour_band(rng, hi, radius)
     elif style == "two_tone":
-        rim = _coverage(hi & ~_inset(hi, max(_MIN_STROKE, radius * rng.uniform(0.1, 0.25))), size)
+        rim = _contour_band(rng, hi, radius)
         second = _contrasting(rng, under, jitter, avoid=colour)
         paint = paint * (1 - rim[..., None]) + second * rim[..., None]
     elif style in ("gradient", "textured"):
@@ -263,14 +269,13 @@ def _paint(
             second = colour + (random_colour(rng) - colour) * rng.uniform(0.25, 0.45)
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         a = rng.uniform(0, 2 * math.pi)
-        u = xx * math.cos(a) + yy * math.sin(a)
         if style == "gradient":
+            u = xx * math.cos(a) + yy * math.sin(a)
             ys, xs = np.nonzero(cov >= 0.5)
             centre = float(np.mean(xs)) * math.cos(a) + float(np.mean(ys)) * math.sin(a)
             t = np.clip(0.5 + (u - centre) / (2 * radius), 0, 1)
         else:  # stripes across the fill
-            period = rng.uniform(3.0, 7.0)
-            t = np.clip((np.abs((u / period) % 1.0 - 0.5) * 2 - 0.5) * period + 0.5, 0, 1)
+            t = square_wave(xx, yy, a, rng.uniform(3.0, 7.0), 0.0)
         paint = paint * (1 - t[..., None]) + second * t[..., None]
     return cov, np.asarray(np.clip(paint, 0, 1), dtype=np.float32)
 

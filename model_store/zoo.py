@@ -109,15 +109,16 @@ def _apply_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path)
     return model
 
 
+_CLASSIFIER_ARCH = ("width", "standardise_eps", "dilation")
+"""The ``ClassifierConfig`` fields that shape :class:`ShapesClassifier` (the rest are training settings)."""
+
+
 def _build_classifier(weights: Path | None) -> nn.Module:
     state, entry = _verified_state_dict("shapes-classifier", weights)
     cfg = entry.get("config", {})
-    model = ShapesClassifier(
-        num_classes=len(SHAPE_CLASSES),
-        width=int(cfg.get("width", 32)),
-        standardise_eps=float(cfg.get("standardise_eps", 0.3)),
-        dilation=int(cfg.get("dilation", 1)),
-    )
+    # the architecture's settings as trained; any the manifest does not record take ShapesClassifier's defaults
+    arch = {key: cfg[key] for key in _CLASSIFIER_ARCH if key in cfg}
+    model = ShapesClassifier(num_classes=len(SHAPE_CLASSES), **arch)
     return _apply_state(model, state, Path(weights) if weights else WEIGHTS_DIR / FILES["shapes-classifier"])
 
 
