@@ -189,9 +189,13 @@ def test_bfloat16_autocast_maps_stay_close_to_float32(shapes: tuple[nn.Module, T
     for method, bound in (("saliency", 0.4), ("guided_backprop", 0.16), ("deconvnet", 0.05), ("guided_gradcam", 0.16)):
         assert worst[method] < bound, worst
     assert any(worst[m] > 0 for m in methods)  # autocast really ran
+    # the same top class and every class's score within 5e-3 (compared by class: the order of the near-zero
+    # runners-up, which differ by ~1e-5, may swap under bfloat16)
     for g, r in zip(got, reference, strict=True):
-        for a, b in zip(g.predictions, r.predictions, strict=True):
-            assert a.class_id == b.class_id and abs(a.score - b.score) < 5e-3
+        assert g.predictions[0].class_id == r.predictions[0].class_id
+        scores = {p.class_id: p.score for p in r.predictions}
+        assert scores.keys() == {p.class_id for p in g.predictions}
+        assert all(abs(p.score - scores[p.class_id]) < 5e-3 for p in g.predictions)
 
 
 def test_vae_autocast_maps_stay_close_to_float32() -> None:

@@ -1,4 +1,5 @@
-"""Training is deterministic: the same configuration twice gives bit-identical weights."""
+"""Training is deterministic (the same configuration twice gives bit-identical weights), and the classifier's
+training crops keep each object whole."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from model_store import data
-from model_store.train import ClassifierConfig, VAEConfig, train_classifier, train_vae
+from model_store import data, train
+from model_store.train import ClassifierConfig, VAEConfig, _crop_around_boxes, train_classifier, train_vae
 
 
 @pytest.fixture(autouse=True)
@@ -51,3 +52,43 @@ def test_vae_training_is_deterministic(tiny_train: data.Batch) -> None:
     growths = ("mass_within_0px", "mass_within_4px", "mass_within_8px", "mass_within_16px")
     assert set(locality) == {*growths, "com_distance_px", "regions"} and locality["regions"] == cfg.test_size
     assert all(0.0 <= locality[k] <= 1.0 for k in growths)
+
+
+def test_training_crops_hold_the_whole_object_at_varying_places(tiny_train: data.Batch) -> None:
+    masks = torch.from_numpy(tiny_train.masks).float()[:, None]
+    boxes = torch.from_numpy(tiny_train.boxes)
+    starts = []
+    for seed in range(4):
+        crops = _crop_around_boxes(masks, boxes, 48, torch.Generator().manual_seed(seed))
+        assert crops.shape == (len(masks), 1, 48, 48)
+        assert torch.equal(crops.sum((1, 2, 3)), masks.sum((1, 2, 3)))  # no object pixel cut off
+        # where each window starts: the first row and column holding the top-left object pixel
+        starts.append(
+            [
+                (int(b[1]) - int(c[0].any(1).nonzero()[0]), int(b[0]) - int(c[0].any(0).nonzero()[0]))
+                for b, c in zip(boxes, crops, strict=True)
+            ]
+        )
+    assert len({tuple(s) for s in starts}) == 4  # the place is random
+    assert all(0 <= y <= 16 and 0 <= x <= 16 for s in starts for y, x in s)
+    # a window as large as the image is the image
+    same = _crop_around_boxes(masks, boxes, masks.shape[-1], torch.Generator().manual_seed(0))
+    assert torch.equal(same, masks)
+
+
+def test_classifier_trains_on_crops_then_full_images(tiny_train: data.Batch, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[tuple[int, int]] = []
+
+    class Recording(train.ShapesClassifier):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.training:
+                sizes.append((x.shape[-1], int(x.is_contiguous(memory_format=torch.channels_last))))
+            return super().forward(x)
+
+    monkeypatch.setattr(train, "ShapesClassifier", Recording)
+    cfg = dataclasses.replace(
+        ClassifierConfig(), train_size=64, val_size=8, test_size=8, epochs=3, crop_epochs=2, batch_size=32
+    )
+    model, _ = train_classifier(cfg, tiny_train)
+    assert sizes == [(48, 1)] * 4 + [(64, 1)] * 2  # two batches per epoch, channels-last
+    assert all(p.is_contiguous() for p in model.parameters())  # handed back in the default memory format
