@@ -74,6 +74,9 @@ def test_training_crops_hold_the_whole_object_at_varying_places(tiny_train: data
     # a window as large as the image is the image
     same = _crop_around_boxes(masks, boxes, masks.shape[-1], torch.Generator().manual_seed(0))
     assert torch.equal(same, masks)
+    for size in (0, masks.shape[-1] + 1):
+        with pytest.raises(ValueError, match="crop size"):
+            _crop_around_boxes(masks, boxes, size, torch.Generator())
 
 
 def test_classifier_trains_on_crops_then_full_images(tiny_train: data.Batch, monkeypatch: pytest.MonkeyPatch) -> None:
